@@ -1,0 +1,195 @@
+//! The one error type of the HTTP layer and the JSON every error is sent as:
+//! `{"success": false, "error": "<code>", "message": "<sentence>"}`.
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::domain::status::UnknownStatus;
+use crate::orders::ServiceError;
+use crate::sim::SimError;
+use crate::tracking::PollError;
+
+/// Everything an endpoint can answer instead of success.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The body is not JSON at all.
+    #[error("{0}")]
+    MalformedJson(String),
+    /// The body is JSON, but not the shape this endpoint takes.
+    #[error("{0}")]
+    InvalidBody(String),
+    #[error("send the body as JSON with the header Content-Type: application/json")]
+    UnsupportedMediaType,
+    /// A query or path parameter we cannot read.
+    #[error("{0}")]
+    InvalidParameter(String),
+    #[error("{0}")]
+    InvalidOrderId(String),
+    #[error(transparent)]
+    InvalidStatus(#[from] UnknownStatus),
+    /// A cap turned a poll away; `retry_after` seconds go in `Retry-After`.
+    #[error("{error}; retry after {retry_after} seconds")]
+    Busy { error: PollError, retry_after: u64 },
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+    #[error(transparent)]
+    Simulation(#[from] SimError),
+    #[error("no endpoint {method} {path}; the API is described at /apidocs/")]
+    NoRoute { method: String, path: String },
+    #[error("{method} is not allowed on {path}; the API is described at /apidocs/")]
+    MethodNotAllowed { method: String, path: String },
+    #[error("the server hit an unexpected problem")]
+    Panicked,
+}
+
+pub type Result<T, E = ApiError> = std::result::Result<T, E>;
+
+/// The body of every error response.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({
+    "success": false,
+    "error": "invalid_transition",
+    "message": "order cannot go from delivered to preparing; allowed next statuses: none (the order is final)"
+}))]
+pub struct ErrorBody {
+    /// Always `false`.
+    pub success: bool,
+    /// A stable machine-readable code, such as `order_not_found`.
+    pub error: &'static str,
+    /// A sentence saying what was wrong, for people.
+    pub message: String,
+}
+
+impl ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::MalformedJson(_)
+            | ApiError::InvalidBody(_)
+            | ApiError::InvalidParameter(_)
+            | ApiError::InvalidOrderId(_)
+            | ApiError::InvalidStatus(_) => StatusCode::BAD_REQUEST,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Busy {
+                error: PollError::GlobalCap { .. },
+                ..
+            } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Busy { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::NoRoute { .. } => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Panicked => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Service(err) | ApiError::Simulation(SimError::Service(err)) => {
+                service_status(err)
+            }
+            ApiError::Simulation(SimError::NotRunning(_)) => StatusCode::NOT_FOUND,
+            ApiError::Simulation(SimError::AlreadyRunning(_) | SimError::Finished { .. }) => {
+                StatusCode::CONFLICT
+            }
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            ApiError::MalformedJson(_) => "malformed_json",
+            ApiError::InvalidBody(_) => "invalid_body",
+            ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::InvalidParameter(_) => "invalid_parameter",
+            ApiError::InvalidOrderId(_) => "invalid_order_id",
+            ApiError::InvalidStatus(_) => "invalid_status",
+            ApiError::Busy {
+                error: PollError::GlobalCap { .. },
+                ..
+            } => "server_busy",
+            ApiError::Busy { .. } => "too_many_pollers",
+            ApiError::NoRoute { .. } => "not_found",
+            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
+            ApiError::Panicked => "internal_error",
+            ApiError::Service(err) | ApiError::Simulation(SimError::Service(err)) => {
+                service_code(err)
+            }
+            ApiError::Simulation(SimError::NotRunning(_)) => "simulation_not_running",
+            ApiError::Simulation(SimError::AlreadyRunning(_)) => "simulation_running",
+            ApiError::Simulation(SimError::Finished { .. }) => "order_final",
+        }
+    }
+}
+
+fn service_status(err: &ServiceError) -> StatusCode {
+    match err {
+        ServiceError::NotFound(_) => StatusCode::NOT_FOUND,
+        ServiceError::AlreadyExists(_) | ServiceError::Change(_) | ServiceError::Contended(_) => {
+            StatusCode::CONFLICT
+        }
+        ServiceError::Invalid(_) => StatusCode::BAD_REQUEST,
+        ServiceError::Poll(PollError::GlobalCap { .. }) => StatusCode::SERVICE_UNAVAILABLE,
+        ServiceError::Poll(PollError::PerOrderCap { .. }) => StatusCode::TOO_MANY_REQUESTS,
+        ServiceError::Poll(PollError::UnknownOrder) => StatusCode::NOT_FOUND,
+        ServiceError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+fn service_code(err: &ServiceError) -> &'static str {
+    match err {
+        ServiceError::NotFound(_) | ServiceError::Poll(PollError::UnknownOrder) => {
+            "order_not_found"
+        }
+        ServiceError::AlreadyExists(_) => "order_exists",
+        ServiceError::Change(_) => "invalid_transition",
+        ServiceError::Contended(_) => "write_conflict",
+        ServiceError::Invalid(_) => "validation_failed",
+        ServiceError::Poll(PollError::GlobalCap { .. }) => "server_busy",
+        ServiceError::Poll(PollError::PerOrderCap { .. }) => "too_many_pollers",
+        ServiceError::Store(_) => "internal_error",
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status_code();
+        let message = if status.is_server_error() && !matches!(self, ApiError::Busy { .. }) {
+            // Log the cause for operators; tell the client nothing internal.
+            tracing::error!(error = ?self, "request failed");
+            "the server hit an unexpected problem; it has been logged".to_owned()
+        } else {
+            self.to_string()
+        };
+        let body = ErrorBody {
+            success: false,
+            error: self.code(),
+            message,
+        };
+        let mut response = (status, Json(body)).into_response();
+        if let ApiError::Busy { retry_after, .. } = self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+        }
+        response
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> ApiError {
+        match rejection {
+            JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedMediaType,
+            JsonRejection::JsonSyntaxError(err) => ApiError::MalformedJson(err.body_text()),
+            JsonRejection::JsonDataError(err) => ApiError::InvalidBody(err.body_text()),
+            other => ApiError::InvalidBody(other.body_text()),
+        }
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> ApiError {
+        ApiError::InvalidParameter(rejection.body_text())
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> ApiError {
+        ApiError::InvalidParameter(rejection.body_text())
+    }
+}

@@ -1,0 +1,116 @@
+//! The workflow simulator, for demos and tests.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::error::{ApiError, ErrorBody, Result};
+use super::extract::{AppQuery, OrderPath};
+use super::AppState;
+use crate::domain::{OrderId, TimeScale};
+use crate::sim::Plan;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route(
+        "/api/v1/orders/{id}/simulate-workflow",
+        post(start_simulation).delete(cancel_simulation),
+    )
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct SimulateParams {
+    /// How many times faster than real time to run, greater than 0 and at most
+    /// 100000. Default 1 (the real 33-minute timeline).
+    #[param(value_type = Option<f64>, example = 60)]
+    pub speed: Option<String>,
+}
+
+/// A started simulation.
+#[derive(Serialize, ToSchema)]
+pub struct SimulationStarted {
+    /// Always `true`.
+    pub success: bool,
+    pub message: &'static str,
+    pub data: Plan,
+}
+
+/// A cancelled simulation.
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"success": true, "message": "Workflow simulation cancelled", "order_id": "101"}))]
+pub struct SimulationCancelled {
+    /// Always `true`.
+    pub success: bool,
+    pub message: &'static str,
+    pub order_id: OrderId,
+}
+
+/// Simulate the restaurant workflow.
+///
+/// Drives the order from its current status along the seed's timeline:
+/// confirmed (3 min) → preparing (15 min) → ready (5 min) → picked_up
+/// (10 min) → delivered. Each step goes through the same path as a status
+/// PUT, so parked polls wake. `speed=N` runs it N times faster. One
+/// simulation per order at a time; steps someone else already took are skipped.
+#[utoipa::path(
+    post,
+    path = "/api/v1/orders/{id}/simulate-workflow",
+    tag = "simulation",
+    params(("id" = String, Path, description = "Order id", example = "101"), SimulateParams),
+    responses(
+        (status = 202, description = "Started; the body is the timeline it will follow.", body = SimulationStarted),
+        (status = 400, description = "`speed` is not a usable number.", body = ErrorBody,
+            example = json!({"success": false, "error": "invalid_parameter", "message": "speed must be a number greater than 0 and at most 100000, got 'fast'"})),
+        (status = 404, description = "No such order.", body = ErrorBody),
+        (status = 409, description = "A simulation is already running for this order, or the order is final.", body = ErrorBody,
+            example = json!({"success": false, "error": "simulation_running", "message": "a workflow simulation is already running for order 101"})),
+    )
+)]
+pub async fn start_simulation(
+    State(state): State<AppState>,
+    OrderPath(id): OrderPath,
+    AppQuery(params): AppQuery<SimulateParams>,
+) -> Result<Response> {
+    let speed = match params.speed.as_deref() {
+        None => TimeScale::REAL_TIME,
+        Some(text) => {
+            TimeScale::parse(text).map_err(|err| ApiError::InvalidParameter(err.to_string()))?
+        }
+    };
+    let plan = state.simulator.start(&id, speed).await?;
+    let body = SimulationStarted {
+        success: true,
+        message: "Workflow simulation started",
+        data: plan,
+    };
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}
+
+/// Cancel a running simulation. The order stays in its current status.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/orders/{id}/simulate-workflow",
+    tag = "simulation",
+    params(("id" = String, Path, description = "Order id", example = "101")),
+    responses(
+        (status = 200, description = "Cancelled.", body = SimulationCancelled),
+        (status = 404, description = "No simulation is running for this order.", body = ErrorBody,
+            example = json!({"success": false, "error": "simulation_not_running", "message": "no workflow simulation is running for order 101"})),
+    )
+)]
+pub async fn cancel_simulation(
+    State(state): State<AppState>,
+    OrderPath(id): OrderPath,
+) -> Result<Json<SimulationCancelled>> {
+    state.simulator.cancel(&id)?;
+    Ok(Json(SimulationCancelled {
+        success: true,
+        message: "Workflow simulation cancelled",
+        order_id: id,
+    }))
+}

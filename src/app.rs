@@ -1,0 +1,200 @@
+//! Building the application, serving it, and shutting it down in bounded time.
+
+use std::future::IntoFuture;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use tokio::net::{TcpListener, TcpSocket};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::api::{self, AppState};
+use crate::config::{Config, ConfigError};
+use crate::orders::{Clock, OrderService, ServiceError};
+use crate::sim::Simulator;
+use crate::store::{MemoryStore, OrderStore};
+use crate::tracking::Hub;
+
+/// Why the application could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot resolve address {addr}: {source}")]
+    Resolve {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot load orders: {0}")]
+    Service(#[from] ServiceError),
+}
+
+/// A built application, bound and ready to serve.
+pub struct Application {
+    /// The bound listening socket.
+    listener: TcpListener,
+    /// Every route.
+    router: Router,
+    /// The address actually bound (port 0 resolved).
+    local_addr: SocketAddr,
+    /// Cancelled to stop: parked polls answer, simulations stop, serving ends.
+    shutdown: CancellationToken,
+    /// Background tasks (simulations) to wait for on shutdown.
+    tracker: TaskTracker,
+    /// Longest wait for connections and tasks to finish on shutdown.
+    grace: Duration,
+    /// The order service, for callers that embed the application.
+    service: OrderService,
+}
+
+impl Application {
+    /// Builds every part, seeds the sample orders unless told not to, and
+    /// binds the listener.
+    pub async fn build(config: Config) -> Result<Application, StartupError> {
+        let timeouts = config.timeouts()?;
+        let policy = config.policy()?;
+        let shutdown = CancellationToken::new();
+        let tracker = TaskTracker::new();
+
+        let store: Arc<dyn OrderStore> = Arc::new(MemoryStore::new());
+        let hub = Hub::new(config.limits(), shutdown.clone());
+        let service = OrderService::new(store, hub, policy, timeouts, Clock::System);
+        service.warm().await?;
+        if !config.no_sample_orders {
+            service.seed_samples().await?;
+        }
+        let simulator = Simulator::new(service.clone(), tracker.clone(), shutdown.clone());
+
+        let router = api::router(AppState {
+            service: service.clone(),
+            simulator,
+            started: Instant::now(),
+            started_at: service.now(),
+            retry_after: config.retry_after,
+            stats_top_orders: config.stats_top_orders,
+        });
+        let listener = bind(&config.addr, config.listen_backlog).await?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| StartupError::Resolve {
+                addr: config.addr.clone(),
+                source,
+            })?;
+        tracing::info!(addr = %local_addr, "listening");
+        Ok(Application {
+            listener,
+            router,
+            local_addr,
+            shutdown,
+            tracker,
+            grace: config.shutdown_grace(),
+            service,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Cancel this token to stop the application.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    pub fn service(&self) -> &OrderService {
+        &self.service
+    }
+
+    /// Serves until the shutdown token is cancelled, then answers every parked
+    /// poll, stops the simulations and waits at most the grace period for
+    /// connections and tasks to finish.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let stopping = self.shutdown.clone();
+        let serve = axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(self.shutdown.clone().cancelled_owned())
+            .into_future();
+        let grace = self.grace;
+        tokio::select! {
+            served = serve => served?,
+            () = async { stopping.cancelled().await; tokio::time::sleep(grace).await } => {
+                tracing::warn!(grace_secs = grace.as_secs(), "connections still open after the grace period; closing them");
+            }
+        }
+        self.tracker.close();
+        if tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("background tasks still running after the grace period; leaving them");
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Resolves `addr` and listens on it with a `backlog`-long accept queue.
+async fn bind(addr: &str, backlog: u32) -> Result<TcpListener, StartupError> {
+    let resolve_error = |source| StartupError::Resolve {
+        addr: addr.to_owned(),
+        source,
+    };
+    let target = tokio::net::lookup_host(addr)
+        .await
+        .map_err(resolve_error)?
+        .next()
+        .ok_or_else(|| {
+            resolve_error(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no address found",
+            ))
+        })?;
+    let bind_error = |source| StartupError::Bind {
+        addr: target,
+        source,
+    };
+    let socket = if target.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .map_err(bind_error)?;
+    // Lets a restarted server bind while old connections sit in TIME_WAIT.
+    socket.set_reuseaddr(true).map_err(bind_error)?;
+    socket.bind(target).map_err(bind_error)?;
+    socket.listen(backlog).map_err(bind_error)
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %err, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}

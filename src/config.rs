@@ -1,0 +1,213 @@
+//! Configuration: command-line flags, each with an environment variable as an
+//! alternative. `order-tracker --help` lists them all.
+
+use std::time::Duration;
+
+use clap::builder::TypedValueParser;
+use clap::{Parser, ValueEnum};
+
+use crate::domain::poll::{BadPolicy, DEFAULT_POLL_TIMEOUT_SECS, MAX_POLL_TIMEOUT_SECS};
+use crate::domain::{OrderStatus, PollPolicy};
+use crate::orders::TimeoutSettings;
+use crate::tracking::{Limits, DEFAULT_MAX_PARKED_POLLS, DEFAULT_MAX_POLLERS_PER_ORDER};
+
+/// Address served when none is given.
+pub const DEFAULT_ADDR: &str = "127.0.0.1:5001";
+/// Pending-connection queue of the listening socket. The kernel default
+/// (often 128) makes a burst of thousands of reconnecting phones wait on SYN
+/// retries; the kernel still caps it at `net.core.somaxconn`.
+pub const DEFAULT_LISTEN_BACKLOG: u32 = 4096;
+/// `Retry-After` sent with 429 and 503, in seconds.
+pub const DEFAULT_RETRY_AFTER_SECS: u64 = 5;
+/// Longest wait for connections to drain on shutdown, in seconds.
+pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 5;
+/// Busiest orders listed by `/system/stats`.
+pub const DEFAULT_STATS_TOP_ORDERS: usize = 10;
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log pipelines.
+    Json,
+}
+
+/// order-tracker: long-polling order tracking that spares phone batteries.
+///
+/// Log verbosity follows RUST_LOG (default: info).
+#[derive(Debug, Clone, Parser)]
+#[command(name = "order-tracker", version, about, long_about = None)]
+pub struct Config {
+    /// Address to serve on, HOST:PORT. Port 0 picks a free port.
+    #[arg(long, env = "ORDER_TRACKER_ADDR", default_value = DEFAULT_ADDR)]
+    pub addr: String,
+
+    /// Most polls parked on one order at once; the next gets 429.
+    #[arg(long, env = "ORDER_TRACKER_MAX_POLLERS_PER_ORDER", default_value_t = DEFAULT_MAX_POLLERS_PER_ORDER,
+          value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
+    pub max_pollers_per_order: usize,
+
+    /// Most polls parked in total; the next gets 503.
+    #[arg(long, env = "ORDER_TRACKER_MAX_PARKED_POLLS", default_value_t = DEFAULT_MAX_PARKED_POLLS,
+          value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
+    pub max_parked_polls: usize,
+
+    /// Seconds a long poll waits when the client gives no `timeout`.
+    #[arg(long, env = "ORDER_TRACKER_DEFAULT_POLL_TIMEOUT", default_value_t = DEFAULT_POLL_TIMEOUT_SECS)]
+    pub default_poll_timeout: u64,
+
+    /// Longest long-poll wait in seconds; larger `timeout` values are clamped.
+    #[arg(long, env = "ORDER_TRACKER_MAX_POLL_TIMEOUT", default_value_t = MAX_POLL_TIMEOUT_SECS,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub max_poll_timeout: u64,
+
+    /// Override a status's next_poll_interval, STATUS=SECONDS (repeatable, or
+    /// comma-separated). Defaults: confirmed=120, preparing=60, ready=30,
+    /// picked_up=30, delivered=0, cancelled=0.
+    #[arg(long = "poll-interval", env = "ORDER_TRACKER_POLL_INTERVALS", value_delimiter = ',',
+          value_name = "STATUS=SECONDS", value_parser = parse_interval)]
+    pub poll_intervals: Vec<(OrderStatus, u64)>,
+
+    /// Seconds sent in `Retry-After` when a cap rejects a poll.
+    #[arg(long, env = "ORDER_TRACKER_RETRY_AFTER", default_value_t = DEFAULT_RETRY_AFTER_SECS)]
+    pub retry_after: u64,
+
+    /// Log format.
+    #[arg(long, env = "ORDER_TRACKER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Do not create the sample orders 101, 102 and 103 at start.
+    #[arg(long, env = "ORDER_TRACKER_NO_SAMPLE_ORDERS")]
+    pub no_sample_orders: bool,
+
+    /// Busiest orders listed in /system/stats.
+    #[arg(long, env = "ORDER_TRACKER_STATS_TOP_ORDERS", default_value_t = DEFAULT_STATS_TOP_ORDERS)]
+    pub stats_top_orders: usize,
+
+    /// Seconds to wait for connections to drain on shutdown before exiting anyway.
+    #[arg(long, env = "ORDER_TRACKER_SHUTDOWN_GRACE", default_value_t = DEFAULT_SHUTDOWN_GRACE_SECS)]
+    pub shutdown_grace: u64,
+
+    /// Pending-connection queue length of the listening socket.
+    #[arg(long, env = "ORDER_TRACKER_LISTEN_BACKLOG", default_value_t = DEFAULT_LISTEN_BACKLOG)]
+    pub listen_backlog: u32,
+}
+
+/// Settings that parse but do not fit together.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("--default-poll-timeout ({default}) must not exceed --max-poll-timeout ({max})")]
+    DefaultAboveMax { default: u64, max: u64 },
+    #[error(transparent)]
+    Policy(#[from] BadPolicy),
+}
+
+fn parse_interval(text: &str) -> Result<(OrderStatus, u64), String> {
+    let (status, secs) = text
+        .split_once('=')
+        .ok_or_else(|| format!("expected STATUS=SECONDS, got '{text}'"))?;
+    let status = status
+        .trim()
+        .parse::<OrderStatus>()
+        .map_err(|err| err.to_string())?;
+    let secs = secs
+        .trim()
+        .parse::<u64>()
+        .map_err(|_| format!("'{secs}' is not a whole number of seconds"))?;
+    Ok((status, secs))
+}
+
+impl Config {
+    /// The defaults, as if no flag or variable were given, but on `addr`.
+    /// Handy for tests and examples.
+    pub fn with_addr(addr: &str) -> Config {
+        // Invariant: the defaults above always parse.
+        let mut config = Config::try_parse_from(["order-tracker"]).expect("defaults parse");
+        config.addr = addr.to_owned();
+        config
+    }
+
+    pub fn limits(&self) -> Limits {
+        Limits {
+            per_order: self.max_pollers_per_order,
+            global: self.max_parked_polls,
+        }
+    }
+
+    pub fn timeouts(&self) -> Result<TimeoutSettings, ConfigError> {
+        if self.default_poll_timeout > self.max_poll_timeout {
+            return Err(ConfigError::DefaultAboveMax {
+                default: self.default_poll_timeout,
+                max: self.max_poll_timeout,
+            });
+        }
+        Ok(TimeoutSettings {
+            default_secs: self.default_poll_timeout,
+            max_secs: self.max_poll_timeout,
+        })
+    }
+
+    pub fn policy(&self) -> Result<PollPolicy, ConfigError> {
+        Ok(PollPolicy::with_overrides(
+            self.poll_intervals.iter().copied(),
+        )?)
+    }
+
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_issue() {
+        let config = Config::with_addr(DEFAULT_ADDR);
+        assert_eq!(config.addr, "127.0.0.1:5001");
+        assert_eq!(config.max_pollers_per_order, 10);
+        assert_eq!(
+            config.timeouts().unwrap(),
+            TimeoutSettings {
+                default_secs: 30,
+                max_secs: 120
+            }
+        );
+        assert_eq!(config.policy().unwrap(), PollPolicy::default());
+        assert!(!config.no_sample_orders);
+    }
+
+    #[test]
+    fn flags_parse_and_conflicts_are_caught() {
+        let config = Config::try_parse_from([
+            "order-tracker",
+            "--poll-interval",
+            "confirmed=90,ready=10",
+            "--max-poll-timeout",
+            "60",
+            "--no-sample-orders",
+        ])
+        .unwrap();
+        assert_eq!(
+            config
+                .policy()
+                .unwrap()
+                .next_poll_interval(OrderStatus::Ready),
+            10
+        );
+        assert!(config.no_sample_orders);
+        let bad = Config::try_parse_from([
+            "order-tracker",
+            "--default-poll-timeout",
+            "90",
+            "--max-poll-timeout",
+            "60",
+        ])
+        .unwrap();
+        assert!(bad.timeouts().is_err());
+        assert!(Config::try_parse_from(["order-tracker", "--poll-interval", "shipped=5"]).is_err());
+        assert!(Config::try_parse_from(["order-tracker", "--max-pollers-per-order", "0"]).is_err());
+    }
+}

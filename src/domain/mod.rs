@@ -1,0 +1,27 @@
+//! Plain types and rules of the order domain. No I/O, no axum, no tokio:
+//! everything here is a value or a pure function, tested on its own.
+//!
+//! - [`status`]: the lifecycle and its legal transitions.
+//! - [`order`]: the order, its ids and money, and [`Order::apply`], the one
+//!   function that computes an order's next state.
+//! - [`snapshot`]: a version of an order as the notification path carries it.
+//! - [`poll`]: cursors, the timeout rule and the status → interval policy.
+//! - [`workflow`]: the seed's timeline, for estimates and the simulator.
+//! - [`time`]: timestamps that survive an unencoded query string.
+
+pub mod order;
+pub mod poll;
+pub mod snapshot;
+pub mod status;
+pub mod time;
+pub mod workflow;
+
+pub use order::{
+    BadId, ChangeError, CustomerId, Money, NewOrder, NewOrderInput, Order, OrderChange, OrderId,
+    OrderItem, ValidationError, Version,
+};
+pub use poll::{Cursor, PollPolicy, PollTimeout};
+pub use snapshot::OrderSnapshot;
+pub use status::OrderStatus;
+pub use time::Timestamp;
+pub use workflow::TimeScale;

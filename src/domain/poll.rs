@@ -1,0 +1,224 @@
+//! Long-poll rules that do not depend on how waiting is done: what a client's
+//! cursor means, how long it may wait, and how soon it should come back.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::order::{Order, Version};
+use super::status::OrderStatus;
+use super::time::Timestamp;
+
+/// Default long-poll wait when the client gives no `timeout`, in seconds.
+pub const DEFAULT_POLL_TIMEOUT_SECS: u64 = 30;
+/// Longest wait we grant; larger requests are clamped to it, in seconds.
+pub const MAX_POLL_TIMEOUT_SECS: u64 = 120;
+
+/// What the client says it already has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cursor {
+    /// `?version=N` from an earlier response.
+    Version(Version),
+    /// The entity tags of `If-None-Match`.
+    ETags(Vec<Version>),
+    /// `?last_update=<updated_at>` from an earlier response.
+    UpdatedAt(Timestamp),
+    /// No cursor, but an explicit `timeout`: the client wants to wait for the
+    /// next change from whatever the state is now (the seed's
+    /// "Terminal 1" experiment, `curl …/track?timeout=30`).
+    NextChange,
+}
+
+impl Cursor {
+    /// Whether `order` is a state the client has not seen yet.
+    ///
+    /// Any state other than the client's counts, not only newer ones: after a
+    /// restart of the in-memory server versions start again at 1, and a
+    /// client's clock may be ahead of ours. Answering at once in those cases
+    /// costs one response; parking would leave the client stale.
+    /// [`Cursor::NextChange`] has seen nothing yet, so it is behind; resolve it
+    /// with [`Cursor::pin`] before waiting.
+    pub fn is_behind(&self, order: &Order) -> bool {
+        match self {
+            Cursor::Version(version) => *version != order.version,
+            Cursor::ETags(versions) => !versions.contains(&order.version),
+            Cursor::UpdatedAt(at) => *at != order.updated_at,
+            Cursor::NextChange => true,
+        }
+    }
+
+    /// The cursor to wait with, given the state at the start of the wait:
+    /// [`Cursor::NextChange`] becomes that state's version.
+    pub fn pin(self, current: &Order) -> Cursor {
+        match self {
+            Cursor::NextChange => Cursor::Version(current.version),
+            other => other,
+        }
+    }
+}
+
+/// The wait a client asked for and the wait it gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PollTimeout {
+    /// Seconds actually granted, after clamping. Reported back to the client.
+    pub applied_secs: u64,
+}
+
+/// A `timeout` value that is not a whole, non-negative number of seconds.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("timeout must be a whole number of seconds from 0 to {max} (larger values are clamped), got '{given}'")]
+pub struct BadTimeout {
+    pub given: String,
+    pub max: u64,
+}
+
+impl PollTimeout {
+    /// Reads `?timeout=`: absent means `default`, above `max` is clamped,
+    /// `0` means answer at once.
+    pub fn parse(given: Option<&str>, default: u64, max: u64) -> Result<PollTimeout, BadTimeout> {
+        let secs = match given.map(str::trim) {
+            None | Some("") => default,
+            Some(text) => match text.parse::<u64>() {
+                Ok(secs) => secs,
+                // All digits but too large for u64: still a valid request, clamp it.
+                Err(_) if text.bytes().all(|b| b.is_ascii_digit()) => u64::MAX,
+                Err(_) => {
+                    return Err(BadTimeout {
+                        given: text.to_owned(),
+                        max,
+                    })
+                }
+            },
+        };
+        Ok(PollTimeout {
+            applied_secs: secs.min(max),
+        })
+    }
+
+    pub fn duration(self) -> Duration {
+        Duration::from_secs(self.applied_secs)
+    }
+}
+
+/// How long a client should wait before its next poll, by status.
+///
+/// The seed's battery table: 2 minutes while merely confirmed, 1 minute while
+/// cooking, 30 seconds once ready or on the way, and 0 ("stop polling") once
+/// the order is final.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PollPolicy {
+    intervals: BTreeMap<OrderStatus, u64>,
+}
+
+impl Default for PollPolicy {
+    fn default() -> Self {
+        PollPolicy {
+            intervals: BTreeMap::from([
+                (OrderStatus::Confirmed, 120),
+                (OrderStatus::Preparing, 60),
+                (OrderStatus::Ready, 30),
+                (OrderStatus::PickedUp, 30),
+                (OrderStatus::Delivered, 0),
+                (OrderStatus::Cancelled, 0),
+            ]),
+        }
+    }
+}
+
+/// An interval override that would break the policy's promises.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadPolicy {
+    #[error("{0} is final, so its poll interval must stay 0 (stop polling)")]
+    TerminalMustStop(OrderStatus),
+    #[error(
+        "{0} is not final, so its poll interval must be at least 1 second (0 means stop polling)"
+    )]
+    LiveMustPoll(OrderStatus),
+}
+
+impl PollPolicy {
+    /// The default policy with some intervals replaced.
+    pub fn with_overrides(
+        overrides: impl IntoIterator<Item = (OrderStatus, u64)>,
+    ) -> Result<Self, BadPolicy> {
+        let mut policy = PollPolicy::default();
+        for (status, secs) in overrides {
+            match (status.is_terminal(), secs) {
+                (true, 0) | (false, 1..) => {
+                    policy.intervals.insert(status, secs);
+                }
+                (true, _) => return Err(BadPolicy::TerminalMustStop(status)),
+                (false, 0) => return Err(BadPolicy::LiveMustPoll(status)),
+            }
+        }
+        Ok(policy)
+    }
+
+    /// Seconds until the next poll for an order in `status`; 0 means stop.
+    pub fn next_poll_interval(&self, status: OrderStatus) -> u64 {
+        // Every status has an entry: the default fills them all and overrides
+        // only replace.
+        self.intervals.get(&status).copied().unwrap_or(0)
+    }
+
+    /// Every status with its interval, for stats and docs.
+    pub fn intervals(&self) -> &BTreeMap<OrderStatus, u64> {
+        &self.intervals
+    }
+}
+
+/// The human hint that accompanies `next_poll_interval`.
+pub fn battery_tip(next_poll_interval: u64) -> String {
+    match next_poll_interval {
+        0 => "Order complete - stop polling".to_owned(),
+        1 => "Next poll in 1 second".to_owned(),
+        secs => format!("Next poll in {secs} seconds"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeout_defaults_clamps_and_rejects() {
+        let parse = |s| PollTimeout::parse(s, 30, 120);
+        assert_eq!(parse(None).unwrap().applied_secs, 30);
+        assert_eq!(parse(Some("")).unwrap().applied_secs, 30);
+        assert_eq!(parse(Some("0")).unwrap().applied_secs, 0);
+        assert_eq!(parse(Some("45")).unwrap().applied_secs, 45);
+        assert_eq!(parse(Some("999")).unwrap().applied_secs, 120);
+        assert_eq!(
+            parse(Some("99999999999999999999999")).unwrap().applied_secs,
+            120
+        );
+        for bad in ["-1", "abc", "1.5", "30s"] {
+            assert!(parse(Some(bad)).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn policy_matches_the_seed_table_and_guards_overrides() {
+        let policy = PollPolicy::default();
+        let expected = [
+            (OrderStatus::Confirmed, 120),
+            (OrderStatus::Preparing, 60),
+            (OrderStatus::Ready, 30),
+            (OrderStatus::PickedUp, 30),
+            (OrderStatus::Delivered, 0),
+            (OrderStatus::Cancelled, 0),
+        ];
+        for (status, secs) in expected {
+            assert_eq!(policy.next_poll_interval(status), secs, "{status}");
+        }
+        let tuned = PollPolicy::with_overrides([(OrderStatus::Confirmed, 90)]).unwrap();
+        assert_eq!(tuned.next_poll_interval(OrderStatus::Confirmed), 90);
+        assert!(PollPolicy::with_overrides([(OrderStatus::Delivered, 5)]).is_err());
+        assert!(PollPolicy::with_overrides([(OrderStatus::Ready, 0)]).is_err());
+    }
+
+    #[test]
+    fn tips_read_well() {
+        assert_eq!(battery_tip(60), "Next poll in 60 seconds");
+        assert_eq!(battery_tip(0), "Order complete - stop polling");
+    }
+}

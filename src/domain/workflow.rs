@@ -1,0 +1,141 @@
+//! The standard restaurant timeline from the seed, used to estimate delivery
+//! and to drive the simulator:
+//! confirmed (3 min) → preparing (15 min) → ready (5 min) → picked_up (10 min) → delivered.
+
+use std::time::Duration;
+
+use super::status::OrderStatus;
+
+/// One stage of the timeline: an order stays in `status` for `lasts`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stage {
+    pub status: OrderStatus,
+    pub lasts: Duration,
+}
+
+const fn minutes(n: u64) -> Duration {
+    Duration::from_secs(n * 60)
+}
+
+/// The stages before delivery, in order. `delivered` follows the last one.
+pub const TIMELINE: [Stage; 4] = [
+    Stage {
+        status: OrderStatus::Confirmed,
+        lasts: minutes(3),
+    },
+    Stage {
+        status: OrderStatus::Preparing,
+        lasts: minutes(15),
+    },
+    Stage {
+        status: OrderStatus::Ready,
+        lasts: minutes(5),
+    },
+    Stage {
+        status: OrderStatus::PickedUp,
+        lasts: minutes(10),
+    },
+];
+
+/// The status that ends the timeline.
+pub const FINAL: OrderStatus = OrderStatus::Delivered;
+
+/// How long an order that just entered `status` should take to arrive:
+/// zero once delivered, `None` once cancelled.
+pub fn remaining(status: OrderStatus) -> Option<chrono::TimeDelta> {
+    if status == OrderStatus::Cancelled {
+        return None;
+    }
+    let left: Duration = TIMELINE
+        .iter()
+        .skip_while(|stage| stage.status != status)
+        .map(|stage| stage.lasts)
+        .sum();
+    // At most 33 minutes, far inside TimeDelta's range.
+    chrono::TimeDelta::from_std(left).ok()
+}
+
+/// The stages still ahead of an order in `status`, starting with the one it is
+/// in. Empty for terminal statuses.
+pub fn stages_from(status: OrderStatus) -> &'static [Stage] {
+    match TIMELINE.iter().position(|stage| stage.status == status) {
+        Some(at) => &TIMELINE[at..],
+        None => &[],
+    }
+}
+
+/// How much faster than real time a timeline runs (`?speed=N`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TimeScale(f64);
+
+/// Fastest allowed time scale: the 33-minute timeline in about 20 ms.
+pub const MAX_SPEED: f64 = 100_000.0;
+
+/// A `speed` value we cannot use.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("speed must be a number greater than 0 and at most {MAX_SPEED}, got '{given}'")]
+pub struct BadSpeed {
+    pub given: String,
+}
+
+impl TimeScale {
+    pub const REAL_TIME: TimeScale = TimeScale(1.0);
+
+    pub fn parse(s: &str) -> Result<TimeScale, BadSpeed> {
+        match s.trim().parse::<f64>() {
+            Ok(speed) if speed.is_finite() && speed > 0.0 && speed <= MAX_SPEED => {
+                Ok(TimeScale(speed))
+            }
+            _ => Err(BadSpeed {
+                given: s.to_owned(),
+            }),
+        }
+    }
+
+    pub fn speed(self) -> f64 {
+        self.0
+    }
+
+    /// `real` shortened by the scale.
+    pub fn scale(self, real: Duration) -> Duration {
+        real.div_f64(self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remaining_time_follows_the_seed_timeline() {
+        let mins = |s| remaining(s).map(|d| d.num_minutes());
+        assert_eq!(mins(OrderStatus::Confirmed), Some(33));
+        assert_eq!(mins(OrderStatus::Preparing), Some(30));
+        assert_eq!(mins(OrderStatus::Ready), Some(15));
+        assert_eq!(mins(OrderStatus::PickedUp), Some(10));
+        assert_eq!(mins(OrderStatus::Delivered), Some(0));
+        assert_eq!(mins(OrderStatus::Cancelled), None);
+    }
+
+    #[test]
+    fn each_stage_leads_legally_to_the_next() {
+        let mut statuses: Vec<_> = TIMELINE.iter().map(|s| s.status).collect();
+        statuses.push(FINAL);
+        assert!(statuses.windows(2).all(|w| w[0].can_become(w[1])));
+        assert_eq!(stages_from(OrderStatus::Ready).len(), 2);
+        assert!(stages_from(OrderStatus::Delivered).is_empty());
+    }
+
+    #[test]
+    fn speed_bounds() {
+        assert_eq!(
+            TimeScale::parse("60")
+                .unwrap()
+                .scale(Duration::from_secs(180)),
+            Duration::from_secs(3)
+        );
+        for bad in ["0", "-1", "abc", "NaN", "inf", "1000000"] {
+            assert!(TimeScale::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,37 @@
+//! order-tracker: customers follow a food or grocery order from "confirmed" to
+//! "delivered" in near real time, by long polling, without draining their
+//! phone's battery.
+//!
+//! One write path, one notification path:
+//!
+//! ```text
+//! PUT /status ─┐
+//! simulator ───┼─► OrderService::apply ─► domain rules ─► store ─► hub.publish(snapshot)
+//!              │                                                     │ (per-order watch channel)
+//!              │                                                     ▼
+//!              └──────────────────────────── GET /track (parked long polls), GET /orders/{id}, stats
+//! ```
+//!
+//! - [`domain`]: plain types and rules: statuses and transitions, orders,
+//!   snapshots, cursors, the poll-interval policy, the seed's timeline.
+//! - [`tracking`]: the hub: per-order `watch` channels, the long-poll wait,
+//!   connection caps as RAII slots, live counters.
+//! - [`orders`]: the service, the one write path.
+//! - [`store`]: the `OrderStore` trait and its in-memory implementation.
+//! - [`sim`]: the workflow simulator.
+//! - [`api`]: axum routes, errors and the OpenAPI document.
+//! - [`app`], [`config`], [`telemetry`]: building, configuring, serving,
+//!   shutting down, logging.
+
+pub mod api;
+pub mod app;
+pub mod config;
+pub mod domain;
+pub mod orders;
+pub mod sim;
+pub mod store;
+pub mod telemetry;
+pub mod tracking;
+
+pub use app::Application;
+pub use config::Config;

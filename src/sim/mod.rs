@@ -1,0 +1,261 @@
+//! The workflow simulator: drives an order along the seed's timeline through
+//! the order service, exactly as a restaurant and a driver would, so parked
+//! polls wake on every step.
+//!
+//! At most one simulation runs per order. Runs are tracked tasks that stop
+//! when cancelled, when the order leaves the timeline (cancelled or finished
+//! by someone else), or on shutdown.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use dashmap::mapref::entry::Entry;
+use dashmap::DashMap;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use utoipa::ToSchema;
+
+use crate::domain::workflow::{self, Stage};
+use crate::domain::{ChangeError, OrderChange, OrderId, OrderStatus, TimeScale, Timestamp};
+use crate::orders::{OrderService, ServiceError};
+
+/// Why a simulation could not be started or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    #[error("a workflow simulation is already running for order {0}")]
+    AlreadyRunning(OrderId),
+    #[error("no workflow simulation is running for order {0}")]
+    NotRunning(OrderId),
+    #[error("order {id} is {status}, which is final; there is nothing to simulate")]
+    Finished { id: OrderId, status: OrderStatus },
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+}
+
+/// One planned step of a simulation.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PlannedStep {
+    /// The status the order will move to.
+    pub status: OrderStatus,
+    /// Seconds after the start, at the requested speed.
+    pub after_seconds: f64,
+    /// When the step is due (wall clock).
+    pub at: Timestamp,
+}
+
+/// What a started simulation will do.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(example = json!({
+    "order_id": "101",
+    "speed": 60.0,
+    "from_status": "confirmed",
+    "started_at": "2025-01-12T20:30:00.000000Z",
+    "steps": [
+        {"status": "preparing", "after_seconds": 3.0, "at": "2025-01-12T20:30:03.000000Z"},
+        {"status": "ready", "after_seconds": 18.0, "at": "2025-01-12T20:30:18.000000Z"},
+        {"status": "picked_up", "after_seconds": 23.0, "at": "2025-01-12T20:30:23.000000Z"},
+        {"status": "delivered", "after_seconds": 33.0, "at": "2025-01-12T20:30:33.000000Z"}
+    ]
+}))]
+pub struct Plan {
+    pub order_id: OrderId,
+    /// How many times faster than real time the timeline runs.
+    pub speed: f64,
+    /// The status the order was in when the simulation started.
+    pub from_status: OrderStatus,
+    pub started_at: Timestamp,
+    pub steps: Vec<PlannedStep>,
+}
+
+/// Cheap handle to the simulator; clones share one state.
+#[derive(Clone)]
+pub struct Simulator {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// The write path every step goes through.
+    service: OrderService,
+    /// Running simulations by order, for the one-per-order rule and cancel.
+    running: DashMap<OrderId, Run>,
+    /// Tells runs apart, so a finished run never removes its successor.
+    next_run: AtomicU64,
+    /// Every run's task, so shutdown can wait for them.
+    tracker: TaskTracker,
+    /// Parent of every run's token; cancelled on shutdown.
+    shutdown: CancellationToken,
+}
+
+struct Run {
+    /// Which run this is.
+    serial: u64,
+    /// Cancels this run only.
+    cancel: CancellationToken,
+}
+
+impl Simulator {
+    pub fn new(
+        service: OrderService,
+        tracker: TaskTracker,
+        shutdown: CancellationToken,
+    ) -> Simulator {
+        Simulator {
+            inner: Arc::new(Inner {
+                service,
+                running: DashMap::new(),
+                next_run: AtomicU64::new(0),
+                tracker,
+                shutdown,
+            }),
+        }
+    }
+
+    /// Simulations running now.
+    pub fn running(&self) -> usize {
+        self.inner.running.len()
+    }
+
+    /// Starts driving `id` from its current status to `delivered`.
+    pub async fn start(&self, id: &OrderId, speed: TimeScale) -> Result<Plan, SimError> {
+        let snapshot = self.inner.service.get(id).await?;
+        let from = snapshot.order().status;
+        let stages = workflow::stages_from(from);
+        if stages.is_empty() {
+            return Err(SimError::Finished {
+                id: id.clone(),
+                status: from,
+            });
+        }
+        let serial = self.inner.next_run.fetch_add(1, Ordering::Relaxed);
+        let cancel = self.inner.shutdown.child_token();
+        match self.inner.running.entry(id.clone()) {
+            Entry::Occupied(_) => return Err(SimError::AlreadyRunning(id.clone())),
+            Entry::Vacant(slot) => {
+                slot.insert(Run {
+                    serial,
+                    cancel: cancel.clone(),
+                });
+            }
+        }
+        let started_at = self.inner.service.now();
+        let plan = plan(id.clone(), from, stages, speed, started_at);
+        tracing::info!(order_id = %id, speed = speed.speed(), from = %from, "workflow simulation started");
+        let inner = Arc::clone(&self.inner);
+        let id = id.clone();
+        self.inner.tracker.spawn(async move {
+            let _done = RunGuard {
+                inner: &inner,
+                id: &id,
+                serial,
+            };
+            drive(&inner.service, &id, stages, speed, &cancel).await;
+        });
+        Ok(plan)
+    }
+
+    /// Stops the simulation of `id`; the order stays where it is.
+    pub fn cancel(&self, id: &OrderId) -> Result<(), SimError> {
+        let (_, run) = self
+            .inner
+            .running
+            .remove(id)
+            .ok_or_else(|| SimError::NotRunning(id.clone()))?;
+        run.cancel.cancel();
+        tracing::info!(order_id = %id, "workflow simulation cancelled");
+        Ok(())
+    }
+}
+
+/// Removes a run from the running set when its task ends, however it ends.
+struct RunGuard<'a> {
+    inner: &'a Inner,
+    id: &'a OrderId,
+    serial: u64,
+}
+
+impl Drop for RunGuard<'_> {
+    fn drop(&mut self) {
+        self.inner
+            .running
+            .remove_if(self.id, |_, run| run.serial == self.serial);
+    }
+}
+
+/// The status that follows `stage` on the timeline.
+fn following(stages: &[Stage], index: usize) -> OrderStatus {
+    stages
+        .get(index + 1)
+        .map_or(workflow::FINAL, |stage| stage.status)
+}
+
+fn plan(
+    order_id: OrderId,
+    from: OrderStatus,
+    stages: &[Stage],
+    speed: TimeScale,
+    started_at: Timestamp,
+) -> Plan {
+    let mut elapsed = std::time::Duration::ZERO;
+    let steps = stages
+        .iter()
+        .enumerate()
+        .map(|(index, stage)| {
+            elapsed += speed.scale(stage.lasts);
+            PlannedStep {
+                status: following(stages, index),
+                after_seconds: elapsed.as_secs_f64(),
+                at: started_at
+                    .plus(chrono::TimeDelta::from_std(elapsed).unwrap_or(chrono::TimeDelta::MAX)),
+            }
+        })
+        .collect();
+    Plan {
+        order_id,
+        speed: speed.speed(),
+        from_status: from,
+        started_at,
+        steps,
+    }
+}
+
+/// Waits out each stage, then moves the order on.
+async fn drive(
+    service: &OrderService,
+    id: &OrderId,
+    stages: &[Stage],
+    speed: TimeScale,
+    cancel: &CancellationToken,
+) {
+    let start = tokio::time::Instant::now();
+    let mut due = start;
+    for (index, stage) in stages.iter().enumerate() {
+        // Deadlines from the start, so steps do not drift by the time each
+        // write takes.
+        due += speed.scale(stage.lasts);
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep_until(due) => {}
+        }
+        let next = following(stages, index);
+        match service.apply(id, OrderChange::SetStatus(next)).await {
+            Ok(_) => {}
+            // Someone else moved the order past this step: skip it, unless the
+            // order is already final.
+            Err(ServiceError::Change(ChangeError::IllegalTransition { from, .. }))
+                if !from.is_terminal() =>
+            {
+                tracing::info!(order_id = %id, at = %from, skipped = %next, "simulation skipped a step taken elsewhere");
+            }
+            Err(ServiceError::Change(ChangeError::IllegalTransition { from, .. })) => {
+                tracing::info!(order_id = %id, status = %from, "order became final elsewhere; simulation stops");
+                return;
+            }
+            Err(err) => {
+                tracing::warn!(order_id = %id, error = %err, "simulation step failed; simulation stops");
+                return;
+            }
+        }
+    }
+    tracing::info!(order_id = %id, "workflow simulation finished");
+}

@@ -1,0 +1,267 @@
+//! The hub: the one notification path.
+//!
+//! Each order has one `tokio::sync::watch` channel holding its latest
+//! [`OrderSnapshot`]. The write path publishes a new snapshot; every parked
+//! long poll of that order wakes at once. The hub also owns the long-poll wait
+//! itself, the per-order and global caps on parked polls (RAII slots), and the
+//! live counters behind `/system/stats`.
+//!
+//! The hub never touches storage, so a parked poll never awaits anything but
+//! its channel, its timer and the shutdown signal.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::domain::{Cursor, OrderId, OrderSnapshot};
+
+mod slot;
+mod stats;
+
+use slot::ParkSlot;
+use stats::{Counters, Ending};
+pub use stats::{HubStats, OrderPollers, PollCounts};
+
+/// Default cap on polls parked on one order at once.
+pub const DEFAULT_MAX_POLLERS_PER_ORDER: usize = 10;
+/// Default cap on polls parked across all orders. It stays below this
+/// machine class's 20,000 open files per process, so the cap answers 503
+/// before `accept` starts failing.
+pub const DEFAULT_MAX_PARKED_POLLS: usize = 16_384;
+
+/// How many parked polls the hub admits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Parked polls per order; the next one is rejected with 429.
+    pub per_order: usize,
+    /// Parked polls in total; the next one is rejected with 503.
+    pub global: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            per_order: DEFAULT_MAX_POLLERS_PER_ORDER,
+            global: DEFAULT_MAX_PARKED_POLLS,
+        }
+    }
+}
+
+/// Cheap handle to the hub; clones share one state.
+#[derive(Clone)]
+pub struct Hub {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    /// One channel per known order. Entries are never removed while the
+    /// process runs, so a receiver's sender outlives every poll.
+    channels: DashMap<OrderId, Arc<Channel>>,
+    /// Caps on parked polls.
+    limits: Limits,
+    /// Polls parked right now, across all orders.
+    parked: AtomicUsize,
+    /// What happened to the polls served so far.
+    counters: Counters,
+    /// Cancelled on shutdown: every parked poll answers at once.
+    shutdown: CancellationToken,
+}
+
+/// The notification channel of one order.
+struct Channel {
+    /// Latest snapshot; its receivers are the parked polls.
+    tx: watch::Sender<Arc<OrderSnapshot>>,
+    /// Polls parked on this order right now, for the per-order cap.
+    parked: AtomicUsize,
+}
+
+/// How a long poll ended.
+#[derive(Debug, Clone)]
+pub struct PollOutcome {
+    /// The order as the client should now see it.
+    pub snapshot: Arc<OrderSnapshot>,
+    /// Whether `snapshot` is a state the client's cursor did not have.
+    pub has_update: bool,
+}
+
+/// Why a long poll was not served.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PollError {
+    /// No channel for this id; the caller may load the order and retry.
+    #[error("order is not known to the hub")]
+    UnknownOrder,
+    #[error("this order already has {limit} parked polls, the most allowed")]
+    PerOrderCap { limit: usize },
+    #[error("the server already holds {limit} parked polls, the most allowed")]
+    GlobalCap { limit: usize },
+}
+
+impl Hub {
+    pub fn new(limits: Limits, shutdown: CancellationToken) -> Hub {
+        Hub {
+            shared: Arc::new(Shared {
+                channels: DashMap::new(),
+                limits,
+                parked: AtomicUsize::new(0),
+                counters: Counters::default(),
+                shutdown,
+            }),
+        }
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.shared.limits
+    }
+
+    /// Makes `snapshot` the order's latest state and wakes its parked polls.
+    ///
+    /// Versions only move forward: a snapshot older than the one held is
+    /// ignored, so two writers finishing out of order cannot roll readers
+    /// back. Returns whether the snapshot was taken.
+    pub fn publish(&self, snapshot: Arc<OrderSnapshot>) -> bool {
+        let id = &snapshot.order().id;
+        let channel = match self.shared.channels.get(id) {
+            Some(channel) => Arc::clone(&channel),
+            None => {
+                let entry = self.shared.channels.entry(id.clone());
+                let channel =
+                    entry.or_insert_with(|| Arc::new(Channel::new(Arc::clone(&snapshot))));
+                Arc::clone(&channel)
+            }
+        };
+        let taken = channel.tx.send_if_modified(|current| {
+            if snapshot.version() > current.version() {
+                *current = snapshot;
+                true
+            } else {
+                false
+            }
+        });
+        if taken {
+            self.shared
+                .counters
+                .published
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        taken
+    }
+
+    /// The order's latest snapshot, if the hub knows the order.
+    pub fn latest(&self, id: &OrderId) -> Option<Arc<OrderSnapshot>> {
+        self.shared
+            .channels
+            .get(id)
+            .map(|channel| Arc::clone(&channel.tx.borrow()))
+    }
+
+    /// Answers a long poll.
+    ///
+    /// Answers at once when the client has no cursor or is behind, when the
+    /// order is final, when `timeout` is zero (then `has_update` says whether
+    /// the cursor was behind), or during shutdown. Otherwise it
+    /// takes a parking slot and waits for a change, the timeout or shutdown,
+    /// whichever comes first. It subscribes before reading the current state,
+    /// so a change that lands in between still wakes it.
+    pub async fn long_poll(
+        &self,
+        id: &OrderId,
+        cursor: Option<Cursor>,
+        timeout: Duration,
+    ) -> Result<PollOutcome, PollError> {
+        let channel = self
+            .shared
+            .channels
+            .get(id)
+            .map(|channel| Arc::clone(&channel))
+            .ok_or(PollError::UnknownOrder)?;
+        let mut rx = channel.tx.subscribe();
+        let current = Arc::clone(&rx.borrow_and_update());
+        let order = current.order();
+        let can_park = !(order.status.is_terminal()
+            || timeout.is_zero()
+            || self.shared.shutdown.is_cancelled());
+        let cursor = match cursor {
+            // "The next change" needs a wait to mean anything; without one the
+            // client simply gets the state it lacks.
+            Some(Cursor::NextChange) if !can_park => None,
+            Some(cursor) => Some(cursor.pin(order)),
+            None => None,
+        };
+        let behind = cursor.as_ref().is_none_or(|cursor| cursor.is_behind(order));
+        if behind || !can_park {
+            self.shared.counters.record(Ending::Immediate, behind);
+            return Ok(PollOutcome {
+                snapshot: current,
+                has_update: behind,
+            });
+        }
+        drop(current);
+
+        let slot = ParkSlot::acquire(&self.shared, &channel)?;
+        let ending = tokio::select! {
+            changed = rx.changed() => match changed {
+                Ok(()) => Ending::Woken,
+                // Senders live as long as the hub; losing one means the hub is
+                // going away, which is a shutdown for this poll.
+                Err(_) => Ending::Shutdown,
+            },
+            () = tokio::time::sleep(timeout) => Ending::TimedOut,
+            () = self.shared.shutdown.cancelled() => Ending::Shutdown,
+        };
+        // Whatever woke us, answer with the newest state: a change that raced
+        // the timer is still an update.
+        let snapshot = Arc::clone(&rx.borrow_and_update());
+        let has_update = cursor
+            .as_ref()
+            .is_none_or(|cursor| cursor.is_behind(snapshot.order()));
+        slot.finish(ending, has_update);
+        Ok(PollOutcome {
+            snapshot,
+            has_update,
+        })
+    }
+
+    /// Live figures: parked polls (total and the busiest `top` orders), caps
+    /// and what happened to the polls served so far.
+    pub fn stats(&self, top: usize) -> HubStats {
+        let mut busiest: Vec<OrderPollers> = self
+            .shared
+            .channels
+            .iter()
+            .filter_map(|entry| {
+                let parked = entry.parked.load(Ordering::Relaxed);
+                (parked > 0).then(|| OrderPollers {
+                    order_id: entry.key().clone(),
+                    parked,
+                })
+            })
+            .collect();
+        busiest.sort_by(|a, b| {
+            b.parked
+                .cmp(&a.parked)
+                .then_with(|| a.order_id.cmp(&b.order_id))
+        });
+        busiest.truncate(top);
+        HubStats {
+            parked_now: self.shared.parked.load(Ordering::Relaxed),
+            busiest_orders: busiest,
+            max_pollers_per_order: self.shared.limits.per_order,
+            max_parked_polls: self.shared.limits.global,
+            polls: self.shared.counters.snapshot(),
+            status_updates_published: self.shared.counters.published.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl Channel {
+    fn new(snapshot: Arc<OrderSnapshot>) -> Channel {
+        Channel {
+            tx: watch::Sender::new(snapshot),
+            parked: AtomicUsize::new(0),
+        }
+    }
+}

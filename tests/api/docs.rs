@@ -1,0 +1,104 @@
+//! Swagger UI, the OpenAPI document and its committed copy, and JSON errors
+//! for routes that do not exist.
+
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::helpers::{assert_error, json_of, spawn_app};
+
+const COMMITTED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/openapi.json");
+
+/// Fails when `openapi/openapi.json` differs from the generated document.
+/// `UPDATE_OPENAPI=1 cargo test openapi` rewrites it.
+#[tokio::test]
+async fn committed_openapi_matches_the_generated_document() {
+    let generated = order_tracker::api::docs::openapi_json();
+    if std::env::var_os("UPDATE_OPENAPI").is_some() {
+        std::fs::write(COMMITTED, &generated).unwrap();
+    }
+    let committed = std::fs::read_to_string(COMMITTED).unwrap_or_default();
+    assert!(
+        committed == generated,
+        "openapi/openapi.json is out of date; run `UPDATE_OPENAPI=1 cargo test openapi` and commit it"
+    );
+
+    let app = spawn_app().await;
+    let served: Value = app.get("/openapi.json").await.json().await.unwrap();
+    assert_eq!(served, serde_json::from_str::<Value>(&committed).unwrap());
+}
+
+#[tokio::test]
+async fn openapi_is_3_1_and_every_operation_is_described() {
+    let doc: Value = serde_json::from_str(&order_tracker::api::docs::openapi_json()).unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+    let paths = doc["paths"].as_object().unwrap();
+    for path in [
+        "/api/v1/orders",
+        "/api/v1/orders/{id}",
+        "/api/v1/orders/{id}/status",
+        "/api/v1/orders/{id}/track",
+        "/api/v1/orders/{id}/simulate-workflow",
+        "/api/v1/orders/system/stats",
+        "/api/v1/health",
+    ] {
+        assert!(paths.contains_key(path), "{path} is documented");
+    }
+    for (path, operations) in paths {
+        for (method, operation) in operations.as_object().unwrap() {
+            let name = format!("{method} {path}");
+            assert!(operation["summary"].is_string(), "{name} has a summary");
+            for parameter in operation["parameters"].as_array().into_iter().flatten() {
+                assert!(
+                    parameter["description"].is_string(),
+                    "{name}: {parameter} is described"
+                );
+            }
+            for (code, response) in operation["responses"].as_object().unwrap() {
+                assert!(
+                    response["description"].is_string(),
+                    "{name} {code} is described"
+                );
+                if code.starts_with('4') || code.starts_with('5') {
+                    let schema = &response["content"]["application/json"]["schema"]["$ref"];
+                    assert_eq!(
+                        schema, "#/components/schemas/ErrorBody",
+                        "{name} {code} uses the error shape"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn swagger_ui_is_served_at_apidocs() {
+    let app = spawn_app().await;
+    let response = app.get("/apidocs/").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        response.text().await.unwrap().contains("swagger"),
+        "Swagger UI page"
+    );
+    let config = app.get("/apidocs/swagger-initializer.js").await;
+    assert_eq!(config.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_get_json_errors() {
+    let app = spawn_app().await;
+    let (status, body) = app.get_json("/api/v1/nothing-here").await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
+    let response = app
+        .client
+        .delete(app.url("/api/v1/orders/101/track"))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = json_of(response).await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+    );
+}

@@ -1,0 +1,201 @@
+//! Starting a server per test and talking to it.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use order_tracker::{Application, Config};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Generous bound for anything that should happen "at once"; the machine is
+/// shared and noisy, so this proves waking, not speed.
+pub const PROMPTLY: Duration = Duration::from_secs(5);
+
+/// A running server and a client for it.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub client: reqwest::Client,
+    shutdown: CancellationToken,
+    server: JoinHandle<std::io::Result<()>>,
+}
+
+/// A server with the default configuration (sample orders 101–103 seeded).
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// A server with `tweak` applied to the default configuration.
+pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
+    let mut config = Config::with_addr("127.0.0.1:0");
+    config.shutdown_grace = 3;
+    tweak(&mut config);
+    let app = Application::build(config)
+        .await
+        .expect("the application builds");
+    let addr = app.local_addr();
+    let shutdown = app.shutdown_token();
+    let server = tokio::spawn(app.run_until_stopped());
+    TestApp {
+        addr,
+        client: reqwest::Client::new(),
+        shutdown,
+        server,
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn get_json(&self, path: &str) -> (StatusCode, Value) {
+        json_of(self.get(path).await).await
+    }
+
+    /// `GET /api/v1/orders/{id}/track{query}`.
+    pub async fn track(&self, id: &str, query: &str) -> (StatusCode, Value) {
+        self.get_json(&format!("/api/v1/orders/{id}/track{query}"))
+            .await
+    }
+
+    pub async fn put_status(&self, id: &str, status: &str) -> (StatusCode, Value) {
+        let response = self
+            .client
+            .put(self.url(&format!("/api/v1/orders/{id}/status")))
+            .json(&json!({ "status": status }))
+            .send()
+            .await
+            .expect("request sent");
+        json_of(response).await
+    }
+
+    /// The order as `GET /api/v1/orders/{id}` returns it.
+    pub async fn order(&self, id: &str) -> Value {
+        let (status, body) = self.get_json(&format!("/api/v1/orders/{id}")).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["data"].clone()
+    }
+
+    pub async fn version(&self, id: &str) -> u64 {
+        self.order(id).await["version"]
+            .as_u64()
+            .expect("version is a number")
+    }
+
+    pub async fn create_order(&self, body: &Value) -> (StatusCode, Value) {
+        let response = self
+            .client
+            .post(self.url("/api/v1/orders"))
+            .json(body)
+            .send()
+            .await
+            .expect("request sent");
+        json_of(response).await
+    }
+
+    pub async fn stats(&self) -> Value {
+        let (status, body) = self.get_json("/api/v1/orders/system/stats").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["data"].clone()
+    }
+
+    /// Waits until exactly `n` polls are parked, as stats report it.
+    pub async fn wait_parked(&self, n: u64) {
+        let deadline = Instant::now() + PROMPTLY;
+        loop {
+            let parked = self.stats().await["long_polls"]["parked_now"].as_u64();
+            if parked == Some(n) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "expected {n} parked polls, stats say {parked:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Starts a long poll in the background.
+    pub fn spawn_track(&self, id: &str, query: &str) -> JoinHandle<(StatusCode, Value, Duration)> {
+        let client = self.client.clone();
+        let url = self.url(&format!("/api/v1/orders/{id}/track{query}"));
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let response = client.get(url).send().await.expect("request sent");
+            let (status, body) = json_of(response).await;
+            (status, body, started.elapsed())
+        })
+    }
+
+    /// Asks the server to stop, as SIGTERM would.
+    pub fn begin_shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Waits for the server to finish after [`TestApp::begin_shutdown`].
+    pub async fn stopped(self) -> std::io::Result<()> {
+        self.server.await.expect("server task does not panic")
+    }
+}
+
+/// An order body that passes validation.
+pub fn new_order(id: &str) -> Value {
+    json!({
+        "id": id,
+        "customer_id": "42",
+        "restaurant_name": "Luigi's Pizzeria",
+        "delivery_address": "12 Harbour Street, Springfield",
+        "items": [{"name": "Margherita Pizza", "quantity": 2, "unit_price": 12.5}]
+    })
+}
+
+/// Status and JSON body; the body must be JSON whatever the status.
+pub async fn json_of(response: reqwest::Response) -> (StatusCode, Value) {
+    let status = response.status();
+    let text = response.text().await.expect("body read");
+    let body = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("{status}: body is not JSON: {text}"))
+    };
+    (status, body)
+}
+
+/// Asserts an error response has our shape and code.
+pub fn assert_error(status: StatusCode, body: &Value, expected: StatusCode, code: &str) {
+    assert_eq!(status, expected, "{body}");
+    assert_eq!(body["success"], json!(false), "{body}");
+    assert_eq!(body["error"], json!(code), "{body}");
+    assert!(
+        body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "error has a message: {body}"
+    );
+}
+
+/// Sends a track request on a raw connection and leaves it parked; dropping
+/// the stream is a client that walks away mid-poll.
+pub async fn park_raw(app: &TestApp, id: &str, query: &str) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut stream = tokio::net::TcpStream::connect(app.addr)
+        .await
+        .expect("connects");
+    let request = format!(
+        "GET /api/v1/orders/{id}/track{query} HTTP/1.1\r\nHost: {}\r\n\r\n",
+        app.addr
+    );
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("request written");
+    stream
+}

@@ -1,0 +1,12 @@
+//! Integration tests: each test starts the real server on 127.0.0.1:0 and
+//! talks to it over real HTTP.
+
+mod caps;
+mod docs;
+mod helpers;
+mod orders;
+mod shutdown;
+mod simulate;
+mod stats;
+mod status;
+mod track;

@@ -119,8 +119,8 @@ fn parse_interval(text: &str) -> Result<(OrderStatus, u64), String> {
 }
 
 impl Config {
-    /// The defaults, as if no flag or variable were given, but on `addr`.
-    /// Handy for tests and examples.
+    /// The defaults as if no flag were given (`ORDER_TRACKER_*` variables
+    /// still apply), but on `addr`. Handy for tests and examples.
     pub fn with_addr(addr: &str) -> Config {
         // Invariant: the defaults above always parse.
         let mut config = Config::try_parse_from(["order-tracker"]).expect("defaults parse");

@@ -12,6 +12,7 @@ use crate::domain::{Order, OrderSnapshot};
 
 /// `{"success": true, "data": <order>}`.
 #[derive(Serialize, ToSchema)]
+#[schema(example = super::examples::order_response)]
 pub struct OrderResponse<'a> {
     /// Always `true`.
     pub success: bool,

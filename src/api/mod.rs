@@ -18,6 +18,7 @@ use crate::sim::Simulator;
 mod body;
 pub mod docs;
 pub mod error;
+mod examples;
 mod extract;
 mod orders;
 mod simulate;

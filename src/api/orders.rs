@@ -37,7 +37,8 @@ pub fn router() -> Router<AppState> {
             example = json!({"success": false, "error": "validation_failed", "message": "invalid order: customer_id must be 1 to 64 characters, got 0; items[0].quantity must be between 1 and 999, got 0"})),
         (status = 409, description = "An order with this id exists.", body = ErrorBody,
             example = json!({"success": false, "error": "order_exists", "message": "order 101 already exists"})),
-        (status = 415, description = "The body was not sent as JSON.", body = ErrorBody),
+        (status = 415, description = "The body was not sent as JSON.", body = ErrorBody,
+            example = json!({"success": false, "error": "unsupported_media_type", "message": "send the body as JSON with the header Content-Type: application/json"})),
     )
 )]
 pub async fn create_order(
@@ -64,12 +65,13 @@ pub async fn create_order(
     tag = "orders",
     params(
         ("id" = String, Path, description = "Order id", example = "101"),
-        ("If-None-Match" = Option<String>, Header, description = "An `ETag` from an earlier response, e.g. `\"3\"`"),
+        ("If-None-Match" = Option<String>, Header, description = "An `ETag` from an earlier response", example = "\"3\""),
     ),
     responses(
         (status = 200, description = "The order.", body = OrderResponse, headers(("ETag" = String, description = "The order's version, quoted"))),
         (status = 304, description = "The order is still at the version in `If-None-Match`."),
-        (status = 400, description = "The id is not a valid order id.", body = ErrorBody),
+        (status = 400, description = "The id is not a valid order id.", body = ErrorBody,
+            example = json!({"success": false, "error": "invalid_order_id", "message": "order id may only contain letters, digits, '_', '-' and '.', found ' '"})),
         (status = 404, description = "No such order.", body = ErrorBody,
             example = json!({"success": false, "error": "order_not_found", "message": "order 999 not found"})),
     )
@@ -113,7 +115,8 @@ pub struct StatusUpdate {
             headers(("ETag" = String, description = "The order's version, quoted"))),
         (status = 400, description = "Malformed JSON, a missing `status`, or an unknown status.", body = ErrorBody,
             example = json!({"success": false, "error": "invalid_status", "message": "unknown status 'shipped'; valid statuses are: confirmed, preparing, ready, picked_up, delivered, cancelled"})),
-        (status = 404, description = "No such order.", body = ErrorBody),
+        (status = 404, description = "No such order.", body = ErrorBody,
+            example = json!({"success": false, "error": "order_not_found", "message": "order 999 not found"})),
         (status = 409, description = "The transition is not allowed from the current status.", body = ErrorBody,
             example = json!({"success": false, "error": "invalid_transition", "message": "order cannot go from confirmed to delivered; allowed next statuses: preparing, cancelled"})),
         (status = 415, description = "The body was not sent as JSON.", body = ErrorBody,

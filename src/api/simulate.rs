@@ -33,6 +33,7 @@ pub struct SimulateParams {
 
 /// A started simulation.
 #[derive(Serialize, ToSchema)]
+#[schema(example = super::examples::simulation_started)]
 pub struct SimulationStarted {
     /// Always `true`.
     pub success: bool,
@@ -66,7 +67,8 @@ pub struct SimulationCancelled {
         (status = 202, description = "Started; the body is the timeline it will follow.", body = SimulationStarted),
         (status = 400, description = "`speed` is not a usable number.", body = ErrorBody,
             example = json!({"success": false, "error": "invalid_parameter", "message": "speed must be a number greater than 0 and at most 100000, got 'fast'"})),
-        (status = 404, description = "No such order.", body = ErrorBody),
+        (status = 404, description = "No such order.", body = ErrorBody,
+            example = json!({"success": false, "error": "order_not_found", "message": "order 999 not found"})),
         (status = 409, description = "A simulation is already running for this order, or the order is final.", body = ErrorBody,
             example = json!({"success": false, "error": "simulation_running", "message": "a workflow simulation is already running for order 101"})),
     )

@@ -51,6 +51,7 @@ pub struct SystemStats {
 }
 
 #[derive(Serialize, ToSchema)]
+#[schema(example = super::examples::stats_response)]
 pub struct StatsResponse {
     /// Always `true`.
     pub success: bool,
@@ -65,7 +66,8 @@ pub struct StatsResponse {
     tag = "system",
     responses(
         (status = 200, body = StatsResponse),
-        (status = 500, description = "The store could not be read.", body = ErrorBody),
+        (status = 500, description = "The store could not be read.", body = ErrorBody,
+            example = json!({"success": false, "error": "internal_error", "message": "the server hit an unexpected problem; it has been logged"})),
     )
 )]
 pub async fn stats(State(state): State<AppState>) -> Result<Json<StatsResponse>> {

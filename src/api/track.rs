@@ -45,21 +45,7 @@ pub struct TrackParams {
 
 /// A `/track` answer.
 #[derive(Serialize, ToSchema)]
-#[schema(example = json!({
-    "success": true,
-    "data": {
-        "id": "101", "customer_id": "1", "status": "preparing",
-        "created_at": "2025-01-12T20:30:00.000000Z", "updated_at": "2025-01-12T20:33:00.000000Z",
-        "estimated_delivery": "2025-01-12T21:03:00.000000Z",
-        "delivery_address": "12 Harbour Street, Springfield",
-        "items": [{"name": "Margherita Pizza", "quantity": 2, "unit_price": 12.5}],
-        "total_amount": 25.0, "restaurant_name": "Luigi's Pizzeria", "version": 2
-    },
-    "has_update": true,
-    "next_poll_interval": 60,
-    "battery_tip": "Next poll in 60 seconds",
-    "timeout": 30
-}))]
+#[schema(example = super::examples::track_response)]
 pub struct TrackResponse<'a> {
     /// Always `true`.
     pub success: bool,
@@ -149,7 +135,7 @@ fn read(
     params(
         ("id" = String, Path, description = "Order id", example = "101"),
         TrackParams,
-        ("If-None-Match" = Option<String>, Header, description = "The `ETag` of the version the client has, e.g. `\"3\"`; used when no query cursor is given"),
+        ("If-None-Match" = Option<String>, Header, description = "The `ETag` of the version the client has; used when no query cursor is given", example = "\"3\""),
     ),
     responses(
         (status = 200, description = "The order, with whether it changed and when to poll next.", body = TrackResponse,

@@ -231,19 +231,6 @@ pub struct OrderItem {
 
 /// An order as every reader sees it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-#[schema(example = json!({
-    "id": "101",
-    "customer_id": "1",
-    "status": "preparing",
-    "created_at": "2025-01-12T20:30:00.000000Z",
-    "updated_at": "2025-01-12T20:33:00.000000Z",
-    "estimated_delivery": "2025-01-12T21:03:00.000000Z",
-    "delivery_address": "12 Harbour Street, Springfield",
-    "items": [{"name": "Margherita Pizza", "quantity": 2, "unit_price": 12.5}],
-    "total_amount": 25.0,
-    "restaurant_name": "Luigi's Pizzeria",
-    "version": 2
-}))]
 pub struct Order {
     pub id: OrderId,
     pub customer_id: CustomerId,

@@ -46,18 +46,6 @@ pub struct PlannedStep {
 
 /// What a started simulation will do.
 #[derive(Debug, Clone, Serialize, ToSchema)]
-#[schema(example = json!({
-    "order_id": "101",
-    "speed": 60.0,
-    "from_status": "confirmed",
-    "started_at": "2025-01-12T20:30:00.000000Z",
-    "steps": [
-        {"status": "preparing", "after_seconds": 3.0, "at": "2025-01-12T20:30:03.000000Z"},
-        {"status": "ready", "after_seconds": 18.0, "at": "2025-01-12T20:30:18.000000Z"},
-        {"status": "picked_up", "after_seconds": 23.0, "at": "2025-01-12T20:30:23.000000Z"},
-        {"status": "delivered", "after_seconds": 33.0, "at": "2025-01-12T20:30:33.000000Z"}
-    ]
-}))]
 pub struct Plan {
     pub order_id: OrderId,
     /// How many times faster than real time the timeline runs.
@@ -139,7 +127,7 @@ impl Simulator {
             }
         }
         let started_at = self.inner.service.now();
-        let plan = plan(id.clone(), from, stages, speed, started_at);
+        let plan = plan(id.clone(), from, speed, started_at);
         tracing::info!(order_id = %id, speed = speed.speed(), from = %from, "workflow simulation started");
         let inner = Arc::clone(&self.inner);
         let id = id.clone();
@@ -189,13 +177,9 @@ fn following(stages: &[Stage], index: usize) -> OrderStatus {
         .map_or(workflow::FINAL, |stage| stage.status)
 }
 
-fn plan(
-    order_id: OrderId,
-    from: OrderStatus,
-    stages: &[Stage],
-    speed: TimeScale,
-    started_at: Timestamp,
-) -> Plan {
+/// The plan for driving `order_id` from `from` at `speed`, starting at `started_at`.
+pub fn plan(order_id: OrderId, from: OrderStatus, speed: TimeScale, started_at: Timestamp) -> Plan {
+    let stages = workflow::stages_from(from);
     let mut elapsed = std::time::Duration::ZERO;
     let steps = stages
         .iter()

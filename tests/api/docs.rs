@@ -70,6 +70,61 @@ async fn openapi_is_3_1_and_every_operation_is_described() {
     }
 }
 
+/// Whether a media type object shows an example, itself or through the
+/// component schema it references.
+fn has_example(doc: &Value, media: &Value) -> bool {
+    if !media["example"].is_null() || !media["examples"].is_null() {
+        return true;
+    }
+    let Some(reference) = media["schema"]["$ref"].as_str() else {
+        return false;
+    };
+    let name = reference.trim_start_matches("#/components/schemas/");
+    let schema = &doc["components"]["schemas"][name];
+    !schema["example"].is_null() || !schema["examples"].is_null()
+}
+
+#[tokio::test]
+async fn every_body_parameter_and_error_has_an_example() {
+    let doc: Value = serde_json::from_str(&order_tracker::api::docs::openapi_json()).unwrap();
+    for (path, operations) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in operations.as_object().unwrap() {
+            let name = format!("{method} {path}");
+            for parameter in operation["parameters"].as_array().into_iter().flatten() {
+                let shown =
+                    !parameter["example"].is_null() || !parameter["schema"]["examples"].is_null();
+                assert!(
+                    shown,
+                    "{name}: parameter {} has an example",
+                    parameter["name"]
+                );
+            }
+            if let Some(media) = operation["requestBody"]["content"]["application/json"].as_object()
+            {
+                assert!(
+                    has_example(&doc, &Value::Object(media.clone())),
+                    "{name}: request body has an example"
+                );
+            }
+            for (code, response) in operation["responses"].as_object().unwrap() {
+                let Some(media) = response["content"]["application/json"].as_object() else {
+                    continue;
+                };
+                let media = Value::Object(media.clone());
+                if code.starts_with('4') || code.starts_with('5') {
+                    // The shared ErrorBody example would say the wrong thing here.
+                    assert!(
+                        !media["example"].is_null(),
+                        "{name} {code} has its own error example"
+                    );
+                } else {
+                    assert!(has_example(&doc, &media), "{name} {code} has an example");
+                }
+            }
+        }
+    }
+}
+
 #[tokio::test]
 async fn swagger_ui_is_served_at_apidocs() {
     let app = spawn_app().await;

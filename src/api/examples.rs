@@ -1,0 +1,151 @@
+//! Examples for the OpenAPI document, built with the real types and
+//! serializers, so the documented bodies are exactly what the server sends.
+
+use serde_json::{json, Value};
+
+use super::system::{StatsResponse, SystemStats};
+use super::track::TrackResponse;
+use crate::domain::poll::battery_tip;
+use crate::domain::{
+    NewOrder, NewOrderInput, Order, OrderChange, OrderSnapshot, OrderStatus, PollPolicy, TimeScale,
+    Timestamp,
+};
+use crate::tracking::{HubStats, OrderPollers, PollCounts};
+
+/// A fixed instant, so the document is the same on every build.
+fn at(text: &str) -> Timestamp {
+    // Invariant: only called with the literals below.
+    text.parse().expect("example timestamps are valid")
+}
+
+/// Order 101, three minutes after it was confirmed: now being prepared.
+pub fn order() -> Order {
+    let input: NewOrderInput = serde_json::from_value(json!({
+        "id": "101",
+        "customer_id": "1",
+        "restaurant_name": "Luigi's Pizzeria",
+        "delivery_address": "12 Harbour Street, Springfield",
+        "items": [
+            {"name": "Margherita Pizza", "quantity": 2, "unit_price": 12.5},
+            {"name": "Tiramisu", "quantity": 1, "unit_price": 6.0}
+        ]
+    }))
+    .expect("the example input has the input's shape");
+    let draft = NewOrder::parse(input).expect("the example input is valid");
+    let confirmed = Order::create(
+        "101".parse().expect("valid id"),
+        draft,
+        at("2025-01-12T20:30:00Z"),
+    );
+    confirmed
+        .apply(
+            OrderChange::SetStatus(OrderStatus::Preparing),
+            at("2025-01-12T20:33:00Z"),
+        )
+        .expect("confirmed → preparing is legal")
+        .expect("and changes the order")
+}
+
+/// `{"success": true, "data": <order>}`.
+pub fn order_response() -> Value {
+    json!({"success": true, "data": order()})
+}
+
+/// A `/track` answer woken by the change to `preparing`.
+pub fn track_response() -> Value {
+    let snapshot = OrderSnapshot::new(order());
+    let interval = PollPolicy::default().next_poll_interval(snapshot.order().status);
+    let body = TrackResponse {
+        success: true,
+        data: snapshot.json(),
+        has_update: true,
+        next_poll_interval: interval,
+        battery_tip: battery_tip(interval),
+        timeout: 30,
+    };
+    serde_json::to_value(body).expect("a track response serializes")
+}
+
+/// `simulate-workflow?speed=60` on a confirmed order.
+pub fn simulation_started() -> Value {
+    let plan = crate::sim::plan(
+        "101".parse().expect("valid id"),
+        OrderStatus::Confirmed,
+        TimeScale::parse("60").expect("valid speed"),
+        at("2025-01-12T20:30:00Z"),
+    );
+    json!({"success": true, "message": "Workflow simulation started", "data": plan})
+}
+
+/// Stats of a server holding a few parked polls.
+pub fn stats_response() -> Value {
+    let policy = PollPolicy::default();
+    let body = StatsResponse {
+        success: true,
+        data: SystemStats {
+            started_at: at("2025-01-12T20:00:00Z"),
+            uptime_seconds: 3600,
+            long_polls: HubStats {
+                parked_now: 3,
+                busiest_orders: vec![
+                    OrderPollers {
+                        order_id: "101".parse().expect("valid id"),
+                        parked: 2,
+                    },
+                    OrderPollers {
+                        order_id: "102".parse().expect("valid id"),
+                        parked: 1,
+                    },
+                ],
+                max_pollers_per_order: 10,
+                max_parked_polls: 16_384,
+                polls: PollCounts {
+                    served: 1_250,
+                    updates: 410,
+                    woken_by_change: 120,
+                    timeouts: 820,
+                    unchanged_immediate: 12,
+                    released_by_shutdown: 0,
+                    rejections: 8,
+                    rejected_per_order_cap: 8,
+                    rejected_global_cap: 0,
+                    disconnected: 31,
+                },
+                status_updates_published: 95,
+            },
+            orders_total: 3,
+            orders_by_status: OrderStatus::ALL
+                .into_iter()
+                .map(|s| {
+                    (
+                        s,
+                        u64::from(matches!(
+                            s,
+                            OrderStatus::Confirmed | OrderStatus::Preparing | OrderStatus::Ready
+                        )),
+                    )
+                })
+                .collect(),
+            next_poll_intervals: policy.intervals().clone(),
+            simulations_running: 1,
+        },
+    };
+    serde_json::to_value(body).expect("stats serialize")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn examples_read_back_as_the_real_types() {
+        let order: Order = serde_json::from_value(order_response()["data"].clone()).unwrap();
+        assert_eq!(order.status, OrderStatus::Preparing);
+        assert_eq!(track_response()["next_poll_interval"], json!(60));
+        assert_eq!(
+            simulation_started()["data"]["steps"][3]["status"],
+            json!("delivered")
+        );
+        assert_eq!(stats_response()["data"]["orders_total"], json!(3));
+    }
+}

@@ -63,8 +63,8 @@ pub struct Config {
     pub max_poll_timeout: u64,
 
     /// Override a status's next_poll_interval, STATUS=SECONDS (repeatable, or
-    /// comma-separated). Defaults: confirmed=120, preparing=60, ready=30,
-    /// picked_up=30, delivered=0, cancelled=0.
+    /// comma-separated). Defaults: requested=30, confirmed=120, preparing=60,
+    /// ready=30, picked_up=30, delivered=0, cancelled=0, expired=0.
     #[arg(long = "poll-interval", env = "ORDER_TRACKER_POLL_INTERVALS", value_delimiter = ',',
           value_name = "STATUS=SECONDS", value_parser = parse_interval)]
     pub poll_intervals: Vec<(OrderStatus, u64)>,
@@ -177,6 +177,13 @@ mod tests {
         );
         assert_eq!(config.policy().unwrap(), PollPolicy::default());
         assert!(!config.no_sample_orders);
+        assert_eq!(
+            config
+                .policy()
+                .unwrap()
+                .next_poll_interval(OrderStatus::Requested),
+            30
+        );
     }
 
     #[test]

@@ -85,9 +85,11 @@ impl ApiError {
                 service_status(err)
             }
             ApiError::Simulation(SimError::NotRunning(_)) => StatusCode::NOT_FOUND,
-            ApiError::Simulation(SimError::AlreadyRunning(_) | SimError::Finished { .. }) => {
-                StatusCode::CONFLICT
-            }
+            ApiError::Simulation(
+                SimError::AlreadyRunning(_)
+                | SimError::Finished { .. }
+                | SimError::AwaitingSeller(_),
+            ) => StatusCode::CONFLICT,
         }
     }
 
@@ -113,6 +115,7 @@ impl ApiError {
             ApiError::Simulation(SimError::NotRunning(_)) => "simulation_not_running",
             ApiError::Simulation(SimError::AlreadyRunning(_)) => "simulation_running",
             ApiError::Simulation(SimError::Finished { .. }) => "order_final",
+            ApiError::Simulation(SimError::AwaitingSeller(_)) => "order_not_confirmed",
         }
     }
 }

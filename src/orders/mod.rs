@@ -1,6 +1,7 @@
 //! The order service: the one write path, and the front door for readers.
 //!
-//! Every change, whoever asks for it (HTTP, simulator, later the processor),
+//! Every change, whoever asks for it (HTTP, simulator, the order-request
+//! requestor relaying its processor's progress),
 //! goes through [`OrderService::apply`]: compute the next state with the domain
 //! rules, store it with an optimistic version check, then publish the new
 //! snapshot to the hub, which wakes every parked poll of that order. A change
@@ -213,7 +214,7 @@ impl OrderService {
                 .get(id)
                 .await?
                 .ok_or_else(|| ServiceError::NotFound(id.clone()))?;
-            let Some(next) = current.apply(change, self.inner.clock.now())? else {
+            let Some(next) = current.apply(&change, self.inner.clock.now())? else {
                 return Ok(Applied {
                     snapshot: self.snapshot_of(current),
                     changed: false,

@@ -10,6 +10,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use tokio_stream::wrappers::WatchStream;
+
 use crate::domain::poll::BadTimeout;
 use crate::domain::{
     ChangeError, Cursor, NewOrder, Order, OrderChange, OrderId, OrderSnapshot, OrderStatus,
@@ -240,6 +242,22 @@ impl OrderService {
             }
         }
         Err(ServiceError::Contended(id.clone()))
+    }
+
+    /// The order's current version, then every newer one as it is published.
+    /// For in-process readers that must react to changes made by others (the
+    /// requestor stops seeking a seller once an order is cancelled). Versions
+    /// published in quick succession may be seen only as the latest.
+    pub async fn changes(&self, id: &OrderId) -> Result<WatchStream<Arc<OrderSnapshot>>> {
+        if let Some(rx) = self.inner.hub.subscribe(id) {
+            return Ok(WatchStream::new(rx));
+        }
+        self.get(id).await?;
+        self.inner
+            .hub
+            .subscribe(id)
+            .map(WatchStream::new)
+            .ok_or_else(|| ServiceError::NotFound(id.clone()))
     }
 
     /// The service's current time.

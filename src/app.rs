@@ -79,7 +79,7 @@ impl Application {
         let processor = Processor::new(tracker.clone(), shutdown.clone(), Clock::System);
         let requestor = Requestor::new(
             service.clone(),
-            Arc::new(InProcessLink::new(processor)),
+            Arc::new(InProcessLink::new(processor.clone())),
             tracker.clone(),
             shutdown.clone(),
             config.processing_speed,
@@ -88,6 +88,8 @@ impl Application {
         let router = api::router(AppState {
             service: service.clone(),
             simulator,
+            requestor: requestor.clone(),
+            processor,
             started: Instant::now(),
             started_at: service.now(),
             retry_after: config.retry_after,

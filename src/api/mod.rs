@@ -13,6 +13,7 @@ use tracing::Level;
 
 use crate::domain::Timestamp;
 use crate::orders::OrderService;
+use crate::requests::{Processor, Requestor};
 use crate::sim::Simulator;
 
 mod body;
@@ -20,6 +21,8 @@ pub mod docs;
 pub mod error;
 mod extract;
 mod orders;
+mod processor;
+mod requests;
 mod simulate;
 mod system;
 mod track;
@@ -33,6 +36,11 @@ pub struct AppState {
     pub service: OrderService,
     /// Workflow simulations.
     pub simulator: Simulator,
+    /// Order requests: initiate, follow up, stop, tracking.
+    pub requestor: Requestor,
+    /// The processor, for its diagnostics only; requests reach it through
+    /// the requestor.
+    pub processor: Processor,
     /// For uptime.
     pub started: Instant,
     /// For stats.
@@ -49,6 +57,8 @@ pub fn router(state: AppState) -> Router {
         .merge(orders::router())
         .merge(track::router())
         .merge(simulate::router())
+        .merge(requests::router())
+        .merge(processor::router())
         .merge(system::router())
         .with_state(state)
         .fallback(no_route)

@@ -109,7 +109,8 @@ pub struct StatusUpdate {
 /// order-request processor moves them on: to `confirmed` when it accepts a
 /// seller's proposal (the seller becomes `restaurant_name`), or to `expired`.
 /// So `{"status": "confirmed"}` on a `requested` order is 409, as is any
-/// status change to `requested` or `expired`; `cancelled` is allowed. Once confirmed, the order follows
+/// status change to `requested` or `expired`; `cancelled` is allowed (it also
+/// ends the request's processing stream). Once confirmed, the order follows
 /// the normal lifecycle above.
 #[utoipa::path(
     put,

@@ -25,6 +25,7 @@ async fn stats_report_live_figures() {
     assert_eq!(stats["next_poll_intervals"]["confirmed"], json!(120));
     assert_eq!(stats["next_poll_intervals"]["requested"], json!(30));
     assert_eq!(stats["next_poll_intervals"]["expired"], json!(0));
+    assert_eq!(stats["order_requests"]["streams_started"], json!(0));
     assert!(stats["uptime_seconds"].is_u64());
 
     let _a = park_raw(&app, "101", "?version=1&timeout=60").await;

@@ -63,6 +63,7 @@ pub struct InitiateResponse {
     /// `Order initiated successfully`, or `Order already being processed`
     /// when a stream for the id is already active (none is started).
     pub message: &'static str,
+    /// The request the answer is about.
     pub order_req_id: OrderId,
     /// The `session_id` sent.
     pub session_id: String,
@@ -150,7 +151,9 @@ fn options(params: InitiateParams) -> Result<ProcessingOptions> {
 pub struct FollowUpResponse {
     /// Always `true`.
     pub success: bool,
+    /// `Follow-up processed successfully`.
     pub message: &'static str,
+    /// The request the follow-up was added to.
     pub order_req_id: OrderId,
 }
 
@@ -242,6 +245,7 @@ pub struct StopResponse {
     /// `Processing stopped`, or `Stop requested; the stream is still ending`
     /// if it had not ended within 5 seconds.
     pub message: &'static str,
+    /// The request whose stream was stopped.
     pub order_req_id: OrderId,
     /// Whether the stream is still active.
     pub is_stream_active: bool,

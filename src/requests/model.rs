@@ -127,6 +127,7 @@ impl FromStr for MessageType {
 pub struct MessageContent {
     /// Links to media; at least one unless the message is `text`.
     pub urls: Vec<String>,
+    /// What kind of message it is; decides whether words or links are needed.
     pub message_type: MessageType,
     /// The words; required for `text`.
     pub message: String,
@@ -276,6 +277,7 @@ pub struct FollowUpInput {
     /// The sellers it is addressed to: 1 to 50 seller ids.
     #[schema(example = json!(["seller1", "seller2"]))]
     pub audience: Vec<String>,
+    /// What the follow-up says.
     pub message: MessageInput,
 }
 

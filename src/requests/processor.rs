@@ -15,6 +15,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use dashmap::mapref::entry::Entry as MapEntry;
 use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -156,6 +157,7 @@ pub struct ProcessorStatus {
 /// Cheap handle to the processor; clones share one state.
 #[derive(Clone)]
 pub struct Processor {
+    /// The state every clone shares.
     inner: Arc<Inner>,
 }
 
@@ -200,8 +202,9 @@ impl Processor {
     }
 
     /// Starts a round for `request` and returns the receiving end of its
-    /// events. A new round replaces the request's record but keeps the notes
-    /// the requestor sent along.
+    /// events. A new round replaces the request's record but keeps every
+    /// note: those the requestor sent along, and any the old record got that
+    /// they lack (a follow-up that raced the new round).
     pub fn process(
         &self,
         request: StreamRequest,
@@ -225,19 +228,32 @@ impl Processor {
             queue_name: Some(format!("order_req.{id}")),
             expiry: Some(expiry),
         };
-        let first_serial = self
-            .inner
-            .records
-            .get(&id)
-            .map_or(serial, |entry| entry.first_serial);
-        self.inner.records.insert(
-            id.clone(),
-            Entry {
-                serial,
-                first_serial,
-                record,
-            },
-        );
+        // Under the entry's lock, so no follow-up lands on the old record
+        // between reading its notes and replacing it.
+        match self.inner.records.entry(id.clone()) {
+            MapEntry::Occupied(mut slot) => {
+                let entry = slot.get_mut();
+                let mut record = record;
+                for old in std::mem::take(&mut entry.record.notes_dict_arr) {
+                    if !record
+                        .notes_dict_arr
+                        .iter()
+                        .any(|n| n.follow_up_id == old.follow_up_id)
+                    {
+                        record.notes_dict_arr.push(old);
+                    }
+                }
+                entry.serial = serial;
+                entry.record = record;
+            }
+            MapEntry::Vacant(slot) => {
+                slot.insert(Entry {
+                    serial,
+                    first_serial: serial,
+                    record,
+                });
+            }
+        }
         self.inner.streams_opened.fetch_add(1, Ordering::Relaxed);
         tracing::info!(
             order_req_id = %id,
@@ -591,6 +607,10 @@ mod tests {
         second.notes = vec![follow_up(1)];
         let _second = processor.process(second);
         processor.add_note(follow_up(2)).unwrap();
+        // A third round whose request lacks FU002 (it raced the round) keeps it.
+        let mut third = request("NOTE", Scenario::Accept);
+        third.notes = vec![follow_up(1)];
+        let _third = processor.process(third);
         let notes: Vec<String> = processor
             .record(&id)
             .unwrap()
@@ -599,7 +619,7 @@ mod tests {
             .map(|n| n.follow_up_id)
             .collect();
         assert_eq!(notes, ["FU001", "FU002"]);
-        assert_eq!(processor.status().streams_opened, 2);
+        assert_eq!(processor.status().streams_opened, 3);
         assert_eq!(processor.status().total_orders, 1);
 
         // A minimal record, as seed 002's processor first creates it, reads fine.

@@ -171,11 +171,16 @@ pub struct TrackingStatus {
 /// One note in [`TrackingDetails`].
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct NoteSummary {
+    /// The note's id, the same in the processor's record.
     #[schema(example = "FU001")]
     pub follow_up_id: String,
+    /// The sellers it addresses.
     #[schema(example = json!(["seller1", "seller2"]))]
     pub audience: Vec<String>,
+    /// What kind of message it is (the content itself is in the
+    /// processor's record).
     pub message_type: MessageType,
+    /// When the requestor accepted it.
     pub added_time: Timestamp,
 }
 
@@ -190,6 +195,7 @@ pub struct NoteSummary {
         "added_time": "2025-01-12T20:31:00.000000Z"}]
 }))]
 pub struct TrackingDetails {
+    /// The request, also the customer order's id.
     pub order_req_id: OrderId,
     /// The session of the latest initiate.
     #[schema(example = "sess_test_001")]
@@ -240,6 +246,7 @@ pub struct RequestStats {
 /// Cheap handle to the requestor; clones share one state.
 #[derive(Clone)]
 pub struct Requestor {
+    /// The state every clone shares.
     inner: Arc<Inner>,
 }
 
@@ -391,16 +398,18 @@ impl Requestor {
         // From here every early return drops `slot`, which frees the claim.
         self.prepare_order(&request).await?;
         let changes = self.inner.service.changes(&id).await?;
-        let notes = self.track(&request);
 
         let events = self.inner.link.open_stream(StreamRequest {
             order_req_id: id.clone(),
             session: request.session.clone(),
             notification_type: request.notification_type,
-            notes,
+            notes: self.notes_of(&id),
             scenario: options.scenario,
             speed: options.speed.unwrap_or(self.inner.default_speed),
         });
+        // Tracked only once the processor has the request, so a follow-up
+        // accepted for it always finds the processor's copy.
+        self.track(&request);
         slot.started = true;
         self.inner.streams_started.fetch_add(1, Ordering::Relaxed);
         tracing::info!(order_req_id = %id, scenario = %options.scenario, "processing stream marked active");
@@ -465,15 +474,13 @@ impl Requestor {
         }
     }
 
-    /// Adds the request to tracking, or updates it for a new round; returns
-    /// its notes for the processor.
-    fn track(&self, request: &Initiate) -> Vec<FollowUp> {
-        let id = &request.order_req_id;
-        match self.inner.requests.entry(id.clone()) {
-            Entry::Occupied(mut tracked) => {
-                let tracked = tracked.get_mut();
-                tracked.session = request.session.clone();
-                tracked.notification_type = request.notification_type;
+    /// The request's notes as they cross to the processor; none for a new
+    /// request.
+    fn notes_of(&self, id: &OrderId) -> Vec<FollowUp> {
+        self.inner
+            .requests
+            .get(id)
+            .map(|tracked| {
                 tracked
                     .notes_dict_arr
                     .iter()
@@ -485,6 +492,18 @@ impl Requestor {
                         added_time: note.added_time,
                     })
                     .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Adds the request to tracking, or updates it for a new round.
+    fn track(&self, request: &Initiate) {
+        let id = &request.order_req_id;
+        match self.inner.requests.entry(id.clone()) {
+            Entry::Occupied(mut tracked) => {
+                let tracked = tracked.get_mut();
+                tracked.session = request.session.clone();
+                tracked.notification_type = request.notification_type;
             }
             Entry::Vacant(slot) => {
                 slot.insert(OrderReqObj {
@@ -496,7 +515,6 @@ impl Requestor {
                     tracked_seq: self.inner.next_seq.fetch_add(1, Ordering::Relaxed),
                 });
                 tracing::info!(order_req_id = %id, session = %request.session, "order request added to tracking");
-                Vec::new()
             }
         }
     }

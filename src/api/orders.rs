@@ -124,11 +124,8 @@ pub struct StatusUpdate {
         (status = 400, description = "Malformed JSON, a missing `status`, or an unknown status.", body = ErrorBody,
             example = json!({"success": false, "error": "invalid_status", "message": "unknown status 'shipped'; valid statuses are: requested, confirmed, preparing, ready, picked_up, delivered, cancelled, expired"})),
         (status = 404, description = "No such order.", body = ErrorBody),
-        (status = 409, description = "The transition is not allowed from the current status, or only the order-request processor may make it.", body = ErrorBody,
-            examples(
-                ("illegal" = (value = json!({"success": false, "error": "invalid_transition", "message": "order cannot go from confirmed to delivered; allowed next statuses: preparing, cancelled"}))),
-                ("processor only" = (value = json!({"success": false, "error": "invalid_transition", "message": "order is requested: only the order-request processor moves it to confirmed, when it accepts a seller's proposal; allowed next statuses: cancelled"}))),
-            )),
+        (status = 409, description = "The transition is not allowed from the current status, or only the order-request processor may make it (then the message says so, e.g. `order is requested: only the order-request processor moves it to confirmed, when it accepts a seller's proposal; allowed next statuses: cancelled`).", body = ErrorBody,
+            example = json!({"success": false, "error": "invalid_transition", "message": "order cannot go from confirmed to delivered; allowed next statuses: preparing, cancelled"})),
         (status = 415, description = "The body was not sent as JSON.", body = ErrorBody,
             example = json!({"success": false, "error": "unsupported_media_type", "message": "send the body as JSON with the header Content-Type: application/json"})),
     )

@@ -48,7 +48,8 @@ pub async fn processor_status(State(state): State<AppState>) -> Json<ProcessorSt
     params(("order_req_id" = String, Path, description = "Order request id", example = "TEST001")),
     responses(
         (status = 200, description = "The processor's record.", body = ProcessorOrderReqObj),
-        (status = 400, description = "The id is not a valid order request id.", body = ErrorBody),
+        (status = 400, description = "The id is not a valid order request id.", body = ErrorBody,
+            example = json!({"success": false, "error": "invalid_order_id", "message": "order id may only contain letters, digits, '_', '-' and '.', found ' '"})),
         (status = 404, description = "The processor has no such order request.", body = ErrorBody,
             example = json!({"success": false, "error": "request_not_found", "message": "the processor has no order request NOPE"})),
     )

@@ -100,7 +100,8 @@ pub struct InitiateResponse {
             example = json!({"success": false, "error": "validation_failed", "message": "invalid initiate request: session_id must be 1 to 64 characters, got 0; notification_type must be one of email, sms, push, got 'fax'"})),
         (status = 409, description = "The id belongs to an order that is no longer `requested`.", body = ErrorBody,
             example = json!({"success": false, "error": "request_settled", "message": "order TEST001 is confirmed, so its request is settled; only a requested order can be processed again"})),
-        (status = 415, description = "The body was not sent as JSON.", body = ErrorBody),
+        (status = 415, description = "The body was not sent as JSON.", body = ErrorBody,
+            example = json!({"success": false, "error": "unsupported_media_type", "message": "send the body as JSON with the header Content-Type: application/json"})),
     )
 )]
 pub async fn initiate(
@@ -175,8 +176,10 @@ pub struct FollowUpResponse {
             example = json!({"success": false, "error": "validation_failed", "message": "invalid follow-up: audience must name 1 to 50 sellers, got 0"})),
         (status = 404, description = "No such order request is tracked.", body = ErrorBody,
             example = json!({"success": false, "error": "request_not_found", "message": "order request NOPE is not tracked; initiate it first"})),
-        (status = 415, description = "The body was not sent as JSON.", body = ErrorBody),
-        (status = 502, description = "The processor refused the follow-up; nothing was added.", body = ErrorBody),
+        (status = 415, description = "The body was not sent as JSON.", body = ErrorBody,
+            example = json!({"success": false, "error": "unsupported_media_type", "message": "send the body as JSON with the header Content-Type: application/json"})),
+        (status = 502, description = "The processor refused the follow-up; nothing was added. The message is generic; the cause is logged.", body = ErrorBody,
+            example = json!({"success": false, "error": "processor_error", "message": "the server hit an unexpected problem; it has been logged"})),
     )
 )]
 pub async fn follow_up(
@@ -220,7 +223,8 @@ pub async fn tracking_status(State(state): State<AppState>) -> Json<TrackingStat
     params(("order_req_id" = String, Path, description = "Order request id", example = "TEST001")),
     responses(
         (status = 200, description = "The request as the requestor tracks it.", body = TrackingDetails),
-        (status = 400, description = "The id is not a valid order request id.", body = ErrorBody),
+        (status = 400, description = "The id is not a valid order request id.", body = ErrorBody,
+            example = json!({"success": false, "error": "invalid_order_id", "message": "order id may only contain letters, digits, '_', '-' and '.', found ' '"})),
         (status = 404, description = "No such order request is tracked.", body = ErrorBody,
             example = json!({"success": false, "error": "request_not_found", "message": "order request NOPE is not tracked; initiate it first"})),
     )
@@ -263,8 +267,10 @@ pub struct StopResponse {
     params(("id" = String, Path, description = "Order request id", example = "TEST001")),
     responses(
         (status = 200, description = "Stopped.", body = StopResponse),
-        (status = 400, description = "The id is not a valid order request id.", body = ErrorBody),
-        (status = 404, description = "No such order request is tracked.", body = ErrorBody),
+        (status = 400, description = "The id is not a valid order request id.", body = ErrorBody,
+            example = json!({"success": false, "error": "invalid_order_id", "message": "order id may only contain letters, digits, '_', '-' and '.', found ' '"})),
+        (status = 404, description = "No such order request is tracked.", body = ErrorBody,
+            example = json!({"success": false, "error": "request_not_found", "message": "order request NOPE is not tracked; initiate it first"})),
         (status = 409, description = "The request has no active processing stream.", body = ErrorBody,
             example = json!({"success": false, "error": "stream_not_active", "message": "order request TEST001 has no active processing stream"})),
     )

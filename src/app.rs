@@ -13,6 +13,7 @@ use tokio_util::task::TaskTracker;
 use crate::api::{self, AppState};
 use crate::config::{Config, ConfigError};
 use crate::orders::{Clock, OrderService, ServiceError};
+use crate::requests::{InProcessLink, Processor, Requestor};
 use crate::sim::Simulator;
 use crate::store::{MemoryStore, OrderStore};
 use crate::tracking::Hub;
@@ -46,12 +47,16 @@ pub struct Application {
     local_addr: SocketAddr,
     /// Cancelled to stop: parked polls answer, simulations stop, serving ends.
     shutdown: CancellationToken,
-    /// Background tasks (simulations) to wait for on shutdown.
+    /// Background tasks (simulations, processing streams) to wait for on
+    /// shutdown.
     tracker: TaskTracker,
     /// Longest wait for connections and tasks to finish on shutdown.
     grace: Duration,
     /// The order service, for callers that embed the application.
     service: OrderService,
+    /// The order-request requestor, for callers that embed the application
+    /// (tests read its state after shutdown, when HTTP is gone).
+    requestor: Requestor,
 }
 
 impl Application {
@@ -71,10 +76,20 @@ impl Application {
             service.seed_samples().await?;
         }
         let simulator = Simulator::new(service.clone(), tracker.clone(), shutdown.clone());
+        let processor = Processor::new(tracker.clone(), shutdown.clone(), Clock::System);
+        let requestor = Requestor::new(
+            service.clone(),
+            Arc::new(InProcessLink::new(processor.clone())),
+            tracker.clone(),
+            shutdown.clone(),
+            config.processing_speed,
+        );
 
         let router = api::router(AppState {
             service: service.clone(),
             simulator,
+            requestor: requestor.clone(),
+            processor,
             started: Instant::now(),
             started_at: service.now(),
             retry_after: config.retry_after,
@@ -96,6 +111,7 @@ impl Application {
             tracker,
             grace: config.shutdown_grace(),
             service,
+            requestor,
         })
     }
 
@@ -112,8 +128,12 @@ impl Application {
         &self.service
     }
 
+    pub fn requestor(&self) -> &Requestor {
+        &self.requestor
+    }
+
     /// Serves until the shutdown token is cancelled, then answers every parked
-    /// poll, stops the simulations and waits at most the grace period for
+    /// poll, stops the simulations and processing streams and waits at most the grace period for
     /// connections and tasks to finish.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let stopping = self.shutdown.clone();

@@ -7,7 +7,7 @@ use clap::builder::TypedValueParser;
 use clap::{Parser, ValueEnum};
 
 use crate::domain::poll::{BadPolicy, DEFAULT_POLL_TIMEOUT_SECS, MAX_POLL_TIMEOUT_SECS};
-use crate::domain::{OrderStatus, PollPolicy};
+use crate::domain::{OrderStatus, PollPolicy, TimeScale};
 use crate::orders::TimeoutSettings;
 use crate::tracking::{Limits, DEFAULT_MAX_PARKED_POLLS, DEFAULT_MAX_POLLERS_PER_ORDER};
 
@@ -63,8 +63,8 @@ pub struct Config {
     pub max_poll_timeout: u64,
 
     /// Override a status's next_poll_interval, STATUS=SECONDS (repeatable, or
-    /// comma-separated). Defaults: confirmed=120, preparing=60, ready=30,
-    /// picked_up=30, delivered=0, cancelled=0.
+    /// comma-separated). Defaults: requested=30, confirmed=120, preparing=60,
+    /// ready=30, picked_up=30, delivered=0, cancelled=0, expired=0.
     #[arg(long = "poll-interval", env = "ORDER_TRACKER_POLL_INTERVALS", value_delimiter = ',',
           value_name = "STATUS=SECONDS", value_parser = parse_interval)]
     pub poll_intervals: Vec<(OrderStatus, u64)>,
@@ -89,6 +89,12 @@ pub struct Config {
     #[arg(long, env = "ORDER_TRACKER_SHUTDOWN_GRACE", default_value_t = DEFAULT_SHUTDOWN_GRACE_SECS)]
     pub shutdown_grace: u64,
 
+    /// How many times faster than real time the simulated sellers of order
+    /// requests answer, when an initiate gives no `?speed=`. At 1 a request
+    /// is decided 6 minutes after it is initiated (expiry at 15).
+    #[arg(long, env = "ORDER_TRACKER_PROCESSING_SPEED", default_value = "1", value_parser = parse_speed)]
+    pub processing_speed: TimeScale,
+
     /// Pending-connection queue length of the listening socket.
     #[arg(long, env = "ORDER_TRACKER_LISTEN_BACKLOG", default_value_t = DEFAULT_LISTEN_BACKLOG)]
     pub listen_backlog: u32,
@@ -101,6 +107,10 @@ pub enum ConfigError {
     DefaultAboveMax { default: u64, max: u64 },
     #[error(transparent)]
     Policy(#[from] BadPolicy),
+}
+
+fn parse_speed(text: &str) -> Result<TimeScale, String> {
+    TimeScale::parse(text).map_err(|err| err.to_string())
 }
 
 fn parse_interval(text: &str) -> Result<(OrderStatus, u64), String> {
@@ -177,6 +187,14 @@ mod tests {
         );
         assert_eq!(config.policy().unwrap(), PollPolicy::default());
         assert!(!config.no_sample_orders);
+        assert_eq!(config.processing_speed, TimeScale::REAL_TIME);
+        assert_eq!(
+            config
+                .policy()
+                .unwrap()
+                .next_poll_interval(OrderStatus::Requested),
+            30
+        );
     }
 
     #[test]
@@ -209,5 +227,21 @@ mod tests {
         assert!(bad.timeouts().is_err());
         assert!(Config::try_parse_from(["order-tracker", "--poll-interval", "shipped=5"]).is_err());
         assert!(Config::try_parse_from(["order-tracker", "--max-pollers-per-order", "0"]).is_err());
+        assert!(Config::try_parse_from(["order-tracker", "--processing-speed", "0"]).is_err());
+        let fast = Config::try_parse_from([
+            "order-tracker",
+            "--processing-speed",
+            "600",
+            "--poll-interval",
+            "requested=5",
+        ])
+        .unwrap();
+        assert_eq!(fast.processing_speed.speed(), 600.0);
+        assert_eq!(
+            fast.policy()
+                .unwrap()
+                .next_poll_interval(OrderStatus::Requested),
+            5
+        );
     }
 }

@@ -5,11 +5,11 @@
 //! One write path, one notification path:
 //!
 //! ```text
-//! PUT /status ─┐
-//! simulator ───┼─► OrderService::apply ─► domain rules ─► store ─► hub.publish(snapshot)
-//!              │                                                     │ (per-order watch channel)
-//!              │                                                     ▼
-//!              └──────────────────────────── GET /track (parked long polls), GET /orders/{id}, stats
+//! PUT /status ──┐
+//! simulator ────┼─► OrderService::apply ─► domain rules ─► store ─► hub.publish(snapshot)
+//! requestor ────┘                                                     │ (per-order watch channel)
+//! (processor's progress)                                              ▼
+//!                               GET /track (parked long polls), GET /orders/{id}, stats
 //! ```
 //!
 //! - [`domain`]: plain types and rules: statuses and transitions, orders,
@@ -19,6 +19,9 @@
 //! - [`orders`]: the service, the one write path.
 //! - [`store`]: the `OrderStore` trait and its in-memory implementation.
 //! - [`sim`]: the workflow simulator.
+//! - [`requests`]: order requests: the requestor (tracking, follow-ups,
+//!   duplicate-free processing streams) and the processor (simulated
+//!   sellers), joined by an in-process stream behind a trait.
 //! - [`api`]: axum routes, errors and the OpenAPI document.
 //! - [`app`], [`config`], [`telemetry`]: building, configuring, serving,
 //!   shutting down, logging.
@@ -28,6 +31,7 @@ pub mod app;
 pub mod config;
 pub mod domain;
 pub mod orders;
+pub mod requests;
 pub mod sim;
 pub mod store;
 pub mod telemetry;

@@ -5,7 +5,7 @@ use axum::Router;
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
-use super::{orders, simulate, system, track};
+use super::{orders, processor, requests, simulate, system, track};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -16,6 +16,10 @@ without draining the phone's battery.\n\n\
 **Long polling.** `GET /api/v1/orders/{id}/track` parks until the order changes or the timeout \
 passes, then answers with the order and a `next_poll_interval` hint that depends on the status. \
 Restaurants and drivers `PUT` status changes, which wake every parked poll of that order at once.\n\n\
+**Order requests.** `POST /api/v1/orders/initiate` hands a customer's request to the processor, which \
+seeks a seller (simulated sellers) over an in-process stream. The request is a customer order at once: \
+`requested` while sellers are sought (30-second poll interval), then `confirmed` with the accepted seller \
+as restaurant, or `expired`. Requestor and processor tracking state is in memory and cleared by a restart.\n\n\
 **Errors** always have the shape `{\"success\": false, \"error\": \"<code>\", \"message\": \"<sentence>\"}`.",
         license(name = "MIT"),
     ),
@@ -26,6 +30,13 @@ Restaurants and drivers `PUT` status changes, which wake every parked poll of th
         track::track_order,
         simulate::start_simulation,
         simulate::cancel_simulation,
+        requests::initiate,
+        requests::follow_up,
+        requests::tracking_status,
+        requests::tracking_details,
+        requests::stop,
+        processor::processor_status,
+        processor::processor_details,
         system::stats,
         system::health,
     ),
@@ -34,6 +45,8 @@ Restaurants and drivers `PUT` status changes, which wake every parked poll of th
         (name = "tracking", description = "Customer long polling"),
         (name = "orders", description = "Creating orders and changing their status (restaurants, drivers)"),
         (name = "simulation", description = "Driving orders along the standard timeline, for demos and tests"),
+        (name = "order requests", description = "The requestor: initiating order requests, follow-ups, stopping processing, tracking diagnostics"),
+        (name = "processor", description = "The processor's diagnostics: sellers, proposals and notes per order request"),
         (name = "system", description = "Health and live figures"),
     )
 )]

@@ -10,6 +10,8 @@ use utoipa::ToSchema;
 
 use crate::domain::status::UnknownStatus;
 use crate::orders::ServiceError;
+use crate::requests::transport::ProcessorError;
+use crate::requests::RequestError;
 use crate::sim::SimError;
 use crate::tracking::PollError;
 
@@ -38,6 +40,11 @@ pub enum ApiError {
     Service(#[from] ServiceError),
     #[error(transparent)]
     Simulation(#[from] SimError),
+    #[error(transparent)]
+    Request(#[from] RequestError),
+    /// The processor's diagnostics have no such request.
+    #[error(transparent)]
+    Processor(#[from] ProcessorError),
     #[error("no endpoint {method} {path}; the API is described at /apidocs/")]
     NoRoute { method: String, path: String },
     #[error("{method} is not allowed on {path}; the API is described at /apidocs/")]
@@ -85,9 +92,14 @@ impl ApiError {
                 service_status(err)
             }
             ApiError::Simulation(SimError::NotRunning(_)) => StatusCode::NOT_FOUND,
-            ApiError::Simulation(SimError::AlreadyRunning(_) | SimError::Finished { .. }) => {
-                StatusCode::CONFLICT
-            }
+            ApiError::Request(err) => request_status(err),
+            ApiError::Processor(ProcessorError::UnknownRequest(_)) => StatusCode::NOT_FOUND,
+            ApiError::Processor(ProcessorError::SellerDirectory(_)) => StatusCode::BAD_GATEWAY,
+            ApiError::Simulation(
+                SimError::AlreadyRunning(_)
+                | SimError::Finished { .. }
+                | SimError::AwaitingSeller(_),
+            ) => StatusCode::CONFLICT,
         }
     }
 
@@ -111,8 +123,12 @@ impl ApiError {
                 service_code(err)
             }
             ApiError::Simulation(SimError::NotRunning(_)) => "simulation_not_running",
+            ApiError::Request(err) => request_code(err),
+            ApiError::Processor(ProcessorError::UnknownRequest(_)) => "request_not_found",
+            ApiError::Processor(ProcessorError::SellerDirectory(_)) => "processor_error",
             ApiError::Simulation(SimError::AlreadyRunning(_)) => "simulation_running",
             ApiError::Simulation(SimError::Finished { .. }) => "order_final",
+            ApiError::Simulation(SimError::AwaitingSeller(_)) => "order_not_confirmed",
         }
     }
 }
@@ -143,6 +159,27 @@ fn service_code(err: &ServiceError) -> &'static str {
         ServiceError::Poll(PollError::GlobalCap { .. }) => "server_busy",
         ServiceError::Poll(PollError::PerOrderCap { .. }) => "too_many_pollers",
         ServiceError::Store(_) => "internal_error",
+    }
+}
+
+fn request_status(err: &RequestError) -> StatusCode {
+    match err {
+        RequestError::Invalid { .. } => StatusCode::BAD_REQUEST,
+        RequestError::NotFound(_) => StatusCode::NOT_FOUND,
+        RequestError::NotActive(_) | RequestError::Settled { .. } => StatusCode::CONFLICT,
+        RequestError::Processor(_) => StatusCode::BAD_GATEWAY,
+        RequestError::Service(err) => service_status(err),
+    }
+}
+
+fn request_code(err: &RequestError) -> &'static str {
+    match err {
+        RequestError::Invalid { .. } => "validation_failed",
+        RequestError::NotFound(_) => "request_not_found",
+        RequestError::NotActive(_) => "stream_not_active",
+        RequestError::Settled { .. } => "request_settled",
+        RequestError::Processor(_) => "processor_error",
+        RequestError::Service(err) => service_code(err),
     }
 }
 

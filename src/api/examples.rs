@@ -10,6 +10,7 @@ use crate::domain::{
     NewOrder, NewOrderInput, Order, OrderChange, OrderSnapshot, OrderStatus, PollPolicy, TimeScale,
     Timestamp,
 };
+use crate::requests::requestor::{RequestStats, StreamEndings};
 use crate::tracking::{HubStats, OrderPollers, PollCounts};
 
 /// A fixed instant, so the document is the same on every build.
@@ -39,7 +40,7 @@ pub fn order() -> Order {
     );
     confirmed
         .apply(
-            OrderChange::SetStatus(OrderStatus::Preparing),
+            &OrderChange::SetStatus(OrderStatus::Preparing),
             at("2025-01-12T20:33:00Z"),
         )
         .expect("confirmed → preparing is legal")
@@ -128,6 +129,16 @@ pub fn stats_response() -> Value {
                 .collect(),
             next_poll_intervals: policy.intervals().clone(),
             simulations_running: 1,
+            order_requests: RequestStats {
+                tracked: 2,
+                active_streams: 1,
+                streams_started: 2,
+                duplicates_prevented: 1,
+                stream_endings: StreamEndings {
+                    accepted: 1,
+                    ..StreamEndings::default()
+                },
+            },
         },
     };
     serde_json::to_value(body).expect("stats serialize")

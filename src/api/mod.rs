@@ -13,6 +13,7 @@ use tracing::Level;
 
 use crate::domain::Timestamp;
 use crate::orders::OrderService;
+use crate::requests::{Processor, Requestor};
 use crate::sim::Simulator;
 
 mod body;
@@ -21,6 +22,8 @@ pub mod error;
 mod examples;
 mod extract;
 mod orders;
+mod processor;
+mod requests;
 mod simulate;
 mod system;
 mod track;
@@ -34,6 +37,11 @@ pub struct AppState {
     pub service: OrderService,
     /// Workflow simulations.
     pub simulator: Simulator,
+    /// Order requests: initiate, follow up, stop, tracking.
+    pub requestor: Requestor,
+    /// The processor, for its diagnostics only; requests reach it through
+    /// the requestor.
+    pub processor: Processor,
     /// For uptime.
     pub started: Instant,
     /// For stats.
@@ -50,6 +58,8 @@ pub fn router(state: AppState) -> Router {
         .merge(orders::router())
         .merge(track::router())
         .merge(simulate::router())
+        .merge(requests::router())
+        .merge(processor::router())
         .merge(system::router())
         .with_state(state)
         .fallback(no_route)

@@ -93,7 +93,9 @@ pub async fn get_order(
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"status": "preparing"}))]
 pub struct StatusUpdate {
-    /// One of `confirmed`, `preparing`, `ready`, `picked_up`, `delivered`, `cancelled`.
+    /// One of `confirmed`, `preparing`, `ready`, `picked_up`, `delivered`,
+    /// `cancelled`. (`requested` and `expired` exist but only the
+    /// order-request processor sets them.)
     pub status: String,
 }
 
@@ -104,6 +106,14 @@ pub struct StatusUpdate {
 /// `cancelled` is allowed from any status that is not final. Setting the
 /// current status again is an idempotent no-op: the version stays and nobody
 /// is woken.
+///
+/// Orders that began as order requests start `requested`. Only the
+/// order-request processor moves them on: to `confirmed` when it accepts a
+/// seller's proposal (the seller becomes `restaurant_name`), or to `expired`.
+/// So `{"status": "confirmed"}` on a `requested` order is 409, as is any
+/// status change to `requested` or `expired`; `cancelled` is allowed (it also
+/// ends the request's processing stream). Once confirmed, the order follows
+/// the normal lifecycle above.
 #[utoipa::path(
     put,
     path = "/api/v1/orders/{id}/status",
@@ -114,10 +124,10 @@ pub struct StatusUpdate {
         (status = 200, description = "Stored and published (or already in that status).", body = OrderResponse,
             headers(("ETag" = String, description = "The order's version, quoted"))),
         (status = 400, description = "Malformed JSON, a missing `status`, or an unknown status.", body = ErrorBody,
-            example = json!({"success": false, "error": "invalid_status", "message": "unknown status 'shipped'; valid statuses are: confirmed, preparing, ready, picked_up, delivered, cancelled"})),
+            example = json!({"success": false, "error": "invalid_status", "message": "unknown status 'shipped'; valid statuses are: requested, confirmed, preparing, ready, picked_up, delivered, cancelled, expired"})),
         (status = 404, description = "No such order.", body = ErrorBody,
             example = json!({"success": false, "error": "order_not_found", "message": "order 999 not found"})),
-        (status = 409, description = "The transition is not allowed from the current status.", body = ErrorBody,
+        (status = 409, description = "The transition is not allowed from the current status, or only the order-request processor may make it (then the message says so, e.g. `order is requested: only the order-request processor moves it to confirmed, when it accepts a seller's proposal; allowed next statuses: cancelled`).", body = ErrorBody,
             example = json!({"success": false, "error": "invalid_transition", "message": "order cannot go from confirmed to delivered; allowed next statuses: preparing, cancelled"})),
         (status = 415, description = "The body was not sent as JSON.", body = ErrorBody,
             example = json!({"success": false, "error": "unsupported_media_type", "message": "send the body as JSON with the header Content-Type: application/json"})),

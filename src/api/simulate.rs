@@ -69,7 +69,7 @@ pub struct SimulationCancelled {
             example = json!({"success": false, "error": "invalid_parameter", "message": "speed must be a number greater than 0 and at most 100000, got 'fast'"})),
         (status = 404, description = "No such order.", body = ErrorBody,
             example = json!({"success": false, "error": "order_not_found", "message": "order 999 not found"})),
-        (status = 409, description = "A simulation is already running for this order, or the order is final.", body = ErrorBody,
+        (status = 409, description = "A simulation is already running for this order, the order is final, or it is still `requested` (`order_not_confirmed`: its timeline starts when a seller's proposal is accepted).", body = ErrorBody,
             example = json!({"success": false, "error": "simulation_running", "message": "a workflow simulation is already running for order 101"})),
     )
 )]

@@ -11,6 +11,7 @@ use utoipa::ToSchema;
 use super::error::{ErrorBody, Result};
 use super::AppState;
 use crate::domain::{OrderStatus, Timestamp};
+use crate::requests::requestor::RequestStats;
 use crate::tracking::HubStats;
 
 pub fn router() -> Router<AppState> {
@@ -48,6 +49,9 @@ pub struct SystemStats {
     pub next_poll_intervals: BTreeMap<OrderStatus, u64>,
     /// Workflow simulations running now.
     pub simulations_running: usize,
+    /// Order requests: tracked, streams active, started, duplicates
+    /// prevented, and how streams ended.
+    pub order_requests: RequestStats,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -59,7 +63,8 @@ pub struct StatsResponse {
 }
 
 /// System statistics: parked polls (total and busiest orders), caps, poll
-/// outcomes, status updates published, orders by status, uptime.
+/// outcomes, status updates published, orders by status, uptime, and order
+/// requests (streams started, duplicates prevented, how streams ended).
 #[utoipa::path(
     get,
     path = "/api/v1/orders/system/stats",
@@ -84,6 +89,7 @@ pub async fn stats(State(state): State<AppState>) -> Result<Json<StatsResponse>>
             orders_by_status,
             next_poll_intervals: state.service.policy().intervals().clone(),
             simulations_running: state.simulator.running(),
+            order_requests: state.requestor.stats(),
         },
     }))
 }

@@ -55,9 +55,10 @@ pub struct TrackResponse<'a> {
     /// `true` when `data` is a state the client's cursor did not have; `false`
     /// when the wait timed out (or the server is shutting down) with no change.
     pub has_update: bool,
-    /// Seconds to wait before the next poll, by status: confirmed 120,
-    /// preparing 60, ready 30, picked_up 30; `0` once delivered or cancelled,
-    /// meaning stop polling.
+    /// Seconds to wait before the next poll, by status: requested 30 (an
+    /// order request whose seller is being sought; the answer comes within
+    /// minutes), confirmed 120, preparing 60, ready 30, picked_up 30; `0` once
+    /// delivered, cancelled or expired, meaning stop polling.
     pub next_poll_interval: u64,
     /// `next_poll_interval` in words.
     pub battery_tip: String,
@@ -122,8 +123,11 @@ fn read(
 /// at once if the order has changed since, and otherwise parks until it
 /// changes (`has_update: true`) or `timeout` passes (`has_update: false`,
 /// current state). An explicit `timeout` without a cursor waits for the next
-/// change from now, as in `curl …/track?timeout=30`. Final orders (delivered, cancelled) always answer at once with
-/// `next_poll_interval: 0`. With `If-None-Match` and no change, the answer is
+/// change from now, as in `curl …/track?timeout=30`. Final orders
+/// (delivered, cancelled, expired) always answer at once with
+/// `next_poll_interval: 0`. Order requests are trackable from the moment
+/// they are initiated: seller-search progress (`seller_search`) and the
+/// confirmation wake parked polls like any status change. With `If-None-Match` and no change, the answer is
 /// `304 Not Modified`.
 ///
 /// At most 10 polls may park on one order (429 beyond) and a global cap

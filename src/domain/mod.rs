@@ -17,8 +17,8 @@ pub mod time;
 pub mod workflow;
 
 pub use order::{
-    BadId, ChangeError, CustomerId, Money, NewOrder, NewOrderInput, Order, OrderChange, OrderId,
-    OrderItem, ValidationError, Version,
+    BadId, ChangeError, CustomerId, Money, NewItemInput, NewOrder, NewOrderInput, Order,
+    OrderChange, OrderId, OrderItem, SellerSearch, ValidationError, Version,
 };
 pub use poll::{Cursor, PollPolicy, PollTimeout};
 pub use snapshot::OrderSnapshot;

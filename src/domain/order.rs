@@ -21,6 +21,11 @@ pub const MAX_ITEMS: usize = 100;
 pub const MAX_QUANTITY: i64 = 999;
 /// Largest unit price, in the order's currency.
 pub const MAX_UNIT_PRICE: f64 = 100_000.0;
+/// Order ids that cannot be used because they are fixed path segments beside
+/// `{id}` under `/api/v1/orders/` (`/initiate`, `/followup`, `/tracking/…`,
+/// `/system/stats`): the router sends those paths to their own endpoints, so
+/// an order with such an id could never be read, tracked or changed.
+pub const RESERVED_ORDER_IDS: [&str; 4] = ["initiate", "followup", "tracking", "system"];
 
 /// Reads an identifier: 1 to [`MAX_ID_LEN`] characters of `A-Z a-z 0-9 _ - .`,
 /// so ids are safe in URLs, logs and keys without escaping.
@@ -62,6 +67,12 @@ impl OrderId {
 impl FromStr for OrderId {
     type Err = BadId;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if RESERVED_ORDER_IDS.contains(&s) {
+            return Err(BadId(format!(
+                "order id '{s}' is reserved (it is a path of the API); reserved ids are: {}",
+                RESERVED_ORDER_IDS.join(", ")
+            )));
+        }
         parse_id("order id", s).map(OrderId).map_err(BadId)
     }
 }
@@ -229,6 +240,29 @@ pub struct OrderItem {
     pub unit_price: Money,
 }
 
+/// How the search for a seller is going, for an order that began as an order
+/// request. The customer sees it in the order, and every change to it is a
+/// new version, so parked polls wake on seller-search progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({"attempt": 1, "sellers_contacted": 3, "proposals_received": 2}))]
+pub struct SellerSearch {
+    /// Processing rounds started: 1 at the first initiate, one more for each
+    /// initiate after an earlier round's stream ended without an outcome.
+    pub attempt: u32,
+    /// Sellers the current round asked for a proposal.
+    pub sellers_contacted: u32,
+    /// Proposals the current round received.
+    pub proposals_received: u32,
+}
+
+impl SellerSearch {
+    const FIRST: SellerSearch = SellerSearch {
+        attempt: 1,
+        sellers_contacted: 0,
+        proposals_received: 0,
+    };
+}
+
 /// An order as every reader sees it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Order {
@@ -240,23 +274,47 @@ pub struct Order {
     /// sent back verbatim as `last_update`.
     pub updated_at: Timestamp,
     /// When the order should arrive, re-estimated on every status change from
-    /// the standard timeline; the delivery time once delivered; absent once
-    /// cancelled.
+    /// the standard timeline; the delivery time once delivered; absent while
+    /// a seller is still sought (`requested`) and once cancelled or expired.
     pub estimated_delivery: Option<Timestamp>,
+    /// Where to deliver. Empty when an order request did not give one.
     pub delivery_address: String,
+    /// What was ordered. Empty when an order request did not list items.
     pub items: Vec<OrderItem>,
     /// Sum of `quantity × unit_price` over the items.
     pub total_amount: Money,
+    /// Who prepares the order. Empty while an order request is `requested`;
+    /// the seller whose proposal was accepted once it is `confirmed`.
     pub restaurant_name: String,
     /// Grows by one on every change; usable as `?version=` and as the `ETag`.
     pub version: Version,
+    /// Present only for orders that began as an order request: how the
+    /// search for a seller went.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seller_search: Option<SellerSearch>,
 }
 
 /// A change someone asks to make to an order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OrderChange {
     /// Move the order to another status (restaurant, driver or simulator).
+    /// Never sets `requested` or `expired`, and never confirms a requested
+    /// order: those are the processor's changes below.
     SetStatus(OrderStatus),
+    /// The order-request processor's progress in the current round: absolute
+    /// counts, so a repeated report changes nothing.
+    SearchProgress {
+        sellers_contacted: u32,
+        proposals_received: u32,
+    },
+    /// A new processing round starts for a requested order whose previous
+    /// round ended without an outcome (stopped, failed).
+    RestartSearch,
+    /// A seller's proposal was accepted: the order is confirmed and that
+    /// seller prepares it.
+    AcceptProposal { seller: String },
+    /// No seller proposed before the request's expiry.
+    Expire,
 }
 
 /// A change that the order's rules do not allow.
@@ -271,6 +329,32 @@ pub enum ChangeError {
         to: OrderStatus,
         allowed: &'static [OrderStatus],
     },
+    /// A status change asked for a move only the order-request processor
+    /// makes.
+    #[error("{}; allowed next statuses: {}", processor_only(*from, *to), list(allowed))]
+    ProcessorOnly {
+        from: OrderStatus,
+        to: OrderStatus,
+        allowed: &'static [OrderStatus],
+    },
+    /// A seller-search change for an order that is no longer (or never was)
+    /// looking for a seller.
+    #[error("order is {status}, not requested; seller-search changes apply only while a seller is being sought")]
+    NotRequested { status: OrderStatus },
+}
+
+/// Why a status change cannot make a processor's move, for people.
+fn processor_only(from: OrderStatus, to: OrderStatus) -> String {
+    match to {
+        OrderStatus::Requested => {
+            "requested is set only when an order request is initiated, never by a status change"
+                .to_owned()
+        }
+        OrderStatus::Expired => "expired is set only by the order-request processor, when no seller proposed in time".to_owned(),
+        _ => format!(
+            "order is {from}: only the order-request processor moves it to {to}, when it accepts a seller's proposal"
+        ),
+    }
 }
 
 impl Order {
@@ -292,32 +376,89 @@ impl Order {
             items: draft.items,
             restaurant_name: draft.restaurant_name,
             version: Version::FIRST,
+            // Only order requests start at `requested`, and only they search.
+            seller_search: (draft.status == OrderStatus::Requested).then_some(SellerSearch::FIRST),
         }
     }
 
     /// The order after `change`, or `None` when the change would leave it as it
     /// is (setting the current status again is an idempotent no-op that must
     /// not bump the version or wake anyone).
-    pub fn apply(&self, change: OrderChange, now: Timestamp) -> Result<Option<Order>, ChangeError> {
+    pub fn apply(
+        &self,
+        change: &OrderChange,
+        now: Timestamp,
+    ) -> Result<Option<Order>, ChangeError> {
+        let from = self.status;
         match change {
-            OrderChange::SetStatus(to) if to == self.status => Ok(None),
-            OrderChange::SetStatus(to) if !self.status.can_become(to) => {
-                Err(ChangeError::IllegalTransition {
-                    from: self.status,
+            &OrderChange::SetStatus(to)
+                if to.is_processor_only() || from.processor_next().contains(&to) =>
+            {
+                Err(ChangeError::ProcessorOnly {
+                    from,
                     to,
-                    allowed: self.status.allowed_next(),
+                    allowed: from.allowed_next(),
                 })
             }
-            OrderChange::SetStatus(to) => {
-                let updated_at = self.updated_at.advance_to(now);
+            &OrderChange::SetStatus(to) if to == from => Ok(None),
+            &OrderChange::SetStatus(to) if !from.can_become(to) => {
+                Err(ChangeError::IllegalTransition {
+                    from,
+                    to,
+                    allowed: from.allowed_next(),
+                })
+            }
+            &OrderChange::SetStatus(to) => Ok(Some(self.moved_to(to, now))),
+            _ if from != OrderStatus::Requested => Err(ChangeError::NotRequested { status: from }),
+            &OrderChange::SearchProgress {
+                sellers_contacted,
+                proposals_received,
+            } => {
+                let current = self.seller_search.unwrap_or(SellerSearch::FIRST);
+                let search = SellerSearch {
+                    sellers_contacted,
+                    proposals_received,
+                    ..current
+                };
+                if self.seller_search == Some(search) {
+                    return Ok(None);
+                }
                 Ok(Some(Order {
-                    status: to,
-                    updated_at,
-                    estimated_delivery: estimate(to, updated_at),
-                    version: self.version.next(),
-                    ..self.clone()
+                    seller_search: Some(search),
+                    ..self.moved_to(from, now)
                 }))
             }
+            OrderChange::RestartSearch => {
+                let attempt = self.seller_search.map_or(0, |s| s.attempt) + 1;
+                Ok(Some(Order {
+                    seller_search: Some(SellerSearch {
+                        attempt,
+                        ..SellerSearch::FIRST
+                    }),
+                    ..self.moved_to(from, now)
+                }))
+            }
+            OrderChange::AcceptProposal { seller } => Ok(Some(Order {
+                restaurant_name: seller.clone(),
+                ..self.moved_to(OrderStatus::Confirmed, now)
+            })),
+            OrderChange::Expire => Ok(Some(self.moved_to(OrderStatus::Expired, now))),
+        }
+    }
+
+    /// The next version of this order, in `status` as of `now`.
+    fn moved_to(&self, status: OrderStatus, now: Timestamp) -> Order {
+        let updated_at = self.updated_at.advance_to(now);
+        Order {
+            status,
+            updated_at,
+            estimated_delivery: if status == self.status {
+                self.estimated_delivery
+            } else {
+                estimate(status, updated_at)
+            },
+            version: self.version.next(),
+            ..self.clone()
         }
     }
 }
@@ -370,8 +511,8 @@ pub struct NewOrder {
     pub restaurant_name: String,
     pub delivery_address: String,
     pub items: Vec<OrderItem>,
-    /// Where the order starts. Clients always start at `confirmed`; the sample
-    /// orders start further along.
+    /// Where the order starts. Clients always start at `confirmed`, order
+    /// requests at `requested`; the sample orders start further along.
     pub status: OrderStatus,
 }
 
@@ -407,32 +548,10 @@ impl NewOrder {
             .ok();
         let restaurant_name = text("restaurant_name", &input.restaurant_name, &mut problems);
         let delivery_address = text("delivery_address", &input.delivery_address, &mut problems);
-        if input.items.is_empty() || input.items.len() > MAX_ITEMS {
-            problems.push(format!(
-                "items must hold 1 to {MAX_ITEMS} entries, got {}",
-                input.items.len()
-            ));
+        if input.items.is_empty() {
+            problems.push(format!("items must hold 1 to {MAX_ITEMS} entries, got 0"));
         }
-        let mut items = Vec::with_capacity(input.items.len());
-        for (n, item) in input.items.into_iter().enumerate() {
-            let name = text(&format!("items[{n}].name"), &item.name, &mut problems);
-            if !(1..=MAX_QUANTITY).contains(&item.quantity) {
-                problems.push(format!(
-                    "items[{n}].quantity must be between 1 and {MAX_QUANTITY}, got {}",
-                    item.quantity
-                ));
-            }
-            let unit_price = Money::from_decimal(item.unit_price)
-                .map_err(|why| problems.push(format!("items[{n}].unit_price {why}")))
-                .unwrap_or_default();
-            // In range after the check above; a failed check is reported, not stored.
-            let quantity = u32::try_from(item.quantity).unwrap_or(0);
-            items.push(OrderItem {
-                name,
-                quantity,
-                unit_price,
-            });
-        }
+        let items = items(input.items, &mut problems);
         match customer_id {
             Some(customer_id) if problems.is_empty() => Ok(NewOrder {
                 id,
@@ -445,6 +564,69 @@ impl NewOrder {
             _ => Err(ValidationError { problems }),
         }
     }
+
+    /// The order behind an order request: it starts `requested`, with no
+    /// restaurant until a seller's proposal is accepted. The request may
+    /// leave out the address and the items (seed requests carry neither);
+    /// what it does give is checked as strictly as in [`NewOrder::parse`].
+    pub fn parse_request(
+        id: OrderId,
+        customer_id: String,
+        delivery_address: Option<String>,
+        input_items: Vec<NewItemInput>,
+    ) -> Result<NewOrder, ValidationError> {
+        let mut problems = Vec::new();
+        let customer_id = CustomerId::try_from(customer_id)
+            .map_err(|BadId(why)| problems.push(why))
+            .ok();
+        let delivery_address = match delivery_address {
+            Some(address) => text("delivery_address", &address, &mut problems),
+            None => String::new(),
+        };
+        let items = items(input_items, &mut problems);
+        match customer_id {
+            Some(customer_id) if problems.is_empty() => Ok(NewOrder {
+                id: Some(id),
+                customer_id,
+                restaurant_name: String::new(),
+                delivery_address,
+                items,
+                status: OrderStatus::Requested,
+            }),
+            _ => Err(ValidationError { problems }),
+        }
+    }
+}
+
+/// Checks line items (at most [`MAX_ITEMS`]), reporting every problem.
+fn items(input: Vec<NewItemInput>, problems: &mut Vec<String>) -> Vec<OrderItem> {
+    if input.len() > MAX_ITEMS {
+        problems.push(format!(
+            "items must hold at most {MAX_ITEMS} entries, got {}",
+            input.len()
+        ));
+    }
+    let mut items = Vec::with_capacity(input.len());
+    for (n, item) in input.into_iter().enumerate() {
+        let name = text(&format!("items[{n}].name"), &item.name, problems);
+        if !(1..=MAX_QUANTITY).contains(&item.quantity) {
+            problems.push(format!(
+                "items[{n}].quantity must be between 1 and {MAX_QUANTITY}, got {}",
+                item.quantity
+            ));
+        }
+        let unit_price = Money::from_decimal(item.unit_price)
+            .map_err(|why| problems.push(format!("items[{n}].unit_price {why}")))
+            .unwrap_or_default();
+        // In range after the check above; a failed check is reported, not stored.
+        let quantity = u32::try_from(item.quantity).unwrap_or(0);
+        items.push(OrderItem {
+            name,
+            quantity,
+            unit_price,
+        });
+    }
+    items
 }
 
 #[cfg(test)]
@@ -509,7 +691,7 @@ mod tests {
         let order = order();
         let later = "2025-01-12T20:33:00Z".parse().unwrap();
         let next = order
-            .apply(OrderChange::SetStatus(OrderStatus::Preparing), later)
+            .apply(&OrderChange::SetStatus(OrderStatus::Preparing), later)
             .unwrap()
             .unwrap();
         assert_eq!(next.version, Version(2));
@@ -528,11 +710,11 @@ mod tests {
         let order = order();
         let now = Timestamp::new(chrono::Utc::now());
         assert_eq!(
-            order.apply(OrderChange::SetStatus(OrderStatus::Confirmed), now),
+            order.apply(&OrderChange::SetStatus(OrderStatus::Confirmed), now),
             Ok(None)
         );
         let err = order
-            .apply(OrderChange::SetStatus(OrderStatus::Delivered), now)
+            .apply(&OrderChange::SetStatus(OrderStatus::Delivered), now)
             .unwrap_err();
         assert!(
             err.to_string()
@@ -541,12 +723,147 @@ mod tests {
         );
     }
 
+    fn requested() -> Order {
+        let draft = NewOrder::parse_request(
+            "SB1029436".parse().unwrap(),
+            "sess_123".into(),
+            None,
+            Vec::new(),
+        )
+        .unwrap();
+        Order::create(
+            "SB1029436".parse().unwrap(),
+            draft,
+            "2025-01-12T20:30:00Z".parse().unwrap(),
+        )
+    }
+
+    #[test]
+    fn order_requests_start_requested_without_eta_or_restaurant() {
+        let request = requested();
+        assert_eq!(request.status, OrderStatus::Requested);
+        assert_eq!(request.estimated_delivery, None);
+        assert_eq!(request.restaurant_name, "");
+        assert_eq!(request.total_amount, Money::from_cents(0));
+        let json = serde_json::to_value(&request).unwrap();
+        assert_eq!(
+            json["seller_search"],
+            serde_json::json!({"attempt": 1, "sellers_contacted": 0, "proposals_received": 0})
+        );
+        // Orders created directly carry no seller search at all.
+        assert!(serde_json::to_value(order())
+            .unwrap()
+            .get("seller_search")
+            .is_none());
+        let bad = NewOrder::parse_request(
+            "x".parse().unwrap(),
+            "no spaces".into(),
+            Some(" ".into()),
+            vec![NewItemInput {
+                name: "Pizza".into(),
+                quantity: 0,
+                unit_price: 1.0,
+            }],
+        )
+        .unwrap_err();
+        assert_eq!(bad.problems.len(), 3, "{bad}");
+    }
+
+    #[test]
+    fn the_processor_moves_a_request_and_status_changes_cannot() {
+        let order = requested();
+        let now = order.updated_at;
+        let progress = OrderChange::SearchProgress {
+            sellers_contacted: 3,
+            proposals_received: 0,
+        };
+        let searching = order.apply(&progress, now).unwrap().unwrap();
+        assert_eq!(searching.version, Version(2));
+        assert_eq!(searching.status, OrderStatus::Requested);
+        assert_eq!(searching.apply(&progress, now), Ok(None), "same counts");
+
+        for to in [
+            OrderStatus::Confirmed,
+            OrderStatus::Expired,
+            OrderStatus::Requested,
+        ] {
+            let err = searching
+                .apply(&OrderChange::SetStatus(to), now)
+                .unwrap_err();
+            assert!(
+                matches!(err, ChangeError::ProcessorOnly { .. }),
+                "{to}: {err}"
+            );
+            assert!(
+                err.to_string()
+                    .ends_with("allowed next statuses: cancelled"),
+                "{err}"
+            );
+        }
+        let confirmed = searching
+            .apply(
+                &OrderChange::AcceptProposal {
+                    seller: "Burger Barn".into(),
+                },
+                now,
+            )
+            .unwrap()
+            .unwrap();
+        assert_eq!(confirmed.status, OrderStatus::Confirmed);
+        assert_eq!(confirmed.restaurant_name, "Burger Barn");
+        assert!(confirmed.estimated_delivery.is_some());
+        assert_eq!(confirmed.seller_search, searching.seller_search);
+        assert_eq!(
+            confirmed.apply(&OrderChange::RestartSearch, now),
+            Err(ChangeError::NotRequested {
+                status: OrderStatus::Confirmed
+            })
+        );
+        // From here it follows the normal lifecycle.
+        assert!(confirmed
+            .apply(&OrderChange::SetStatus(OrderStatus::Preparing), now)
+            .unwrap()
+            .is_some());
+        // Status changes cannot put a confirmed order back either.
+        assert!(matches!(
+            confirmed.apply(&OrderChange::SetStatus(OrderStatus::Requested), now),
+            Err(ChangeError::ProcessorOnly { .. })
+        ));
+
+        let expired = searching.apply(&OrderChange::Expire, now).unwrap().unwrap();
+        assert_eq!(expired.status, OrderStatus::Expired);
+        assert_eq!(expired.estimated_delivery, None);
+        assert!(expired.apply(&OrderChange::Expire, now).is_err());
+
+        let restarted = searching
+            .apply(&OrderChange::RestartSearch, now)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            restarted.seller_search,
+            Some(SellerSearch {
+                attempt: 2,
+                sellers_contacted: 0,
+                proposals_received: 0
+            })
+        );
+    }
+
+    #[test]
+    fn reserved_path_segments_are_not_order_ids() {
+        for reserved in RESERVED_ORDER_IDS {
+            let err = reserved.parse::<OrderId>().unwrap_err();
+            assert!(err.0.contains("reserved"), "{err}");
+        }
+        assert!("tracking-1".parse::<OrderId>().is_ok());
+    }
+
     #[test]
     fn cancelled_orders_have_no_eta_and_delivered_ones_arrive_now() {
         let order = order();
         let now = order.updated_at;
         let cancelled = order
-            .apply(OrderChange::SetStatus(OrderStatus::Cancelled), now)
+            .apply(&OrderChange::SetStatus(OrderStatus::Cancelled), now)
             .unwrap()
             .unwrap();
         assert_eq!(cancelled.estimated_delivery, None);

@@ -104,6 +104,11 @@ impl PollTimeout {
 /// The seed's battery table: 2 minutes while merely confirmed, 1 minute while
 /// cooking, 30 seconds once ready or on the way, and 0 ("stop polling") once
 /// the order is final.
+///
+/// An order request (`requested`) also gets 30 seconds: its answer (a seller
+/// accepts, or the request expires) comes within minutes and the customer is
+/// typically watching for it, like an order that is ready or on its way.
+/// `expired` is final, so 0.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PollPolicy {
     intervals: BTreeMap<OrderStatus, u64>,
@@ -113,12 +118,14 @@ impl Default for PollPolicy {
     fn default() -> Self {
         PollPolicy {
             intervals: BTreeMap::from([
+                (OrderStatus::Requested, 30),
                 (OrderStatus::Confirmed, 120),
                 (OrderStatus::Preparing, 60),
                 (OrderStatus::Ready, 30),
                 (OrderStatus::PickedUp, 30),
                 (OrderStatus::Delivered, 0),
                 (OrderStatus::Cancelled, 0),
+                (OrderStatus::Expired, 0),
             ]),
         }
     }
@@ -200,12 +207,14 @@ mod tests {
     fn policy_matches_the_seed_table_and_guards_overrides() {
         let policy = PollPolicy::default();
         let expected = [
+            (OrderStatus::Requested, 30),
             (OrderStatus::Confirmed, 120),
             (OrderStatus::Preparing, 60),
             (OrderStatus::Ready, 30),
             (OrderStatus::PickedUp, 30),
             (OrderStatus::Delivered, 0),
             (OrderStatus::Cancelled, 0),
+            (OrderStatus::Expired, 0),
         ];
         for (status, secs) in expected {
             assert_eq!(policy.next_poll_interval(status), secs, "{status}");
@@ -213,6 +222,8 @@ mod tests {
         let tuned = PollPolicy::with_overrides([(OrderStatus::Confirmed, 90)]).unwrap();
         assert_eq!(tuned.next_poll_interval(OrderStatus::Confirmed), 90);
         assert!(PollPolicy::with_overrides([(OrderStatus::Delivered, 5)]).is_err());
+        assert!(PollPolicy::with_overrides([(OrderStatus::Expired, 5)]).is_err());
+        assert!(PollPolicy::with_overrides([(OrderStatus::Requested, 0)]).is_err());
         assert!(PollPolicy::with_overrides([(OrderStatus::Ready, 0)]).is_err());
     }
 

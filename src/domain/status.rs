@@ -10,64 +10,102 @@ use utoipa::ToSchema;
 ///
 /// Orders only move forward along
 /// `confirmed → preparing → ready → picked_up → delivered`; `cancelled` is
-/// reachable from every non-terminal status. `delivered` and `cancelled` are
-/// terminal: nothing follows them.
+/// reachable from every non-terminal status. An order that began as an order
+/// request (`POST /api/v1/orders/initiate`) starts earlier, at `requested`,
+/// while sellers are sought; the order-request processor moves it on to
+/// `confirmed` (a seller's proposal was accepted) or `expired` (no proposal
+/// in time). `delivered`, `cancelled` and `expired` are terminal: nothing
+/// follows them.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema,
 )]
 #[serde(rename_all = "snake_case")]
 pub enum OrderStatus {
+    /// An order request whose seller is still being sought.
+    Requested,
     Confirmed,
     Preparing,
     Ready,
     PickedUp,
     Delivered,
     Cancelled,
+    /// An order request for which no seller proposed before the expiry.
+    Expired,
 }
 
 impl OrderStatus {
     /// Every status, in lifecycle order.
-    pub const ALL: [OrderStatus; 6] = [
+    pub const ALL: [OrderStatus; 8] = [
+        OrderStatus::Requested,
         OrderStatus::Confirmed,
         OrderStatus::Preparing,
         OrderStatus::Ready,
         OrderStatus::PickedUp,
         OrderStatus::Delivered,
         OrderStatus::Cancelled,
+        OrderStatus::Expired,
     ];
 
     /// The wire name, as it appears in JSON and URLs.
     pub const fn as_str(self) -> &'static str {
         match self {
+            OrderStatus::Requested => "requested",
             OrderStatus::Confirmed => "confirmed",
             OrderStatus::Preparing => "preparing",
             OrderStatus::Ready => "ready",
             OrderStatus::PickedUp => "picked_up",
             OrderStatus::Delivered => "delivered",
             OrderStatus::Cancelled => "cancelled",
+            OrderStatus::Expired => "expired",
         }
     }
 
     /// Terminal statuses end the order's life: no transition leaves them and
     /// clients should stop polling.
     pub const fn is_terminal(self) -> bool {
-        matches!(self, OrderStatus::Delivered | OrderStatus::Cancelled)
+        matches!(
+            self,
+            OrderStatus::Delivered | OrderStatus::Cancelled | OrderStatus::Expired
+        )
     }
 
-    /// The statuses this one may move to, forward step first.
+    /// The statuses a status change (`PUT /status`, the simulator) may move
+    /// this one to, forward step first.
     pub const fn allowed_next(self) -> &'static [OrderStatus] {
         use OrderStatus::*;
         match self {
+            // Confirming and expiring a request are the processor's moves
+            // (see `processor_next`); anyone may cancel it.
+            Requested => &[Cancelled],
             Confirmed => &[Preparing, Cancelled],
             Preparing => &[Ready, Cancelled],
             Ready => &[PickedUp, Cancelled],
             PickedUp => &[Delivered, Cancelled],
-            Delivered | Cancelled => &[],
+            Delivered | Cancelled | Expired => &[],
         }
     }
 
-    /// Whether `self → to` is a legal move. Staying put is not a move; callers
-    /// treat it as an idempotent no-op before asking.
+    /// The moves only the order-request processor makes, each with its own
+    /// change (accepting a proposal, expiring the request) rather than a bare
+    /// status: confirming a requested order needs the seller who accepted,
+    /// and expiring it needs the processor's word that no seller proposed.
+    pub const fn processor_next(self) -> &'static [OrderStatus] {
+        use OrderStatus::*;
+        match self {
+            Requested => &[Confirmed, Expired],
+            _ => &[],
+        }
+    }
+
+    /// Statuses no status change may set, not even to the value the order
+    /// already has: `requested` is where an order request starts and
+    /// `expired` is the processor's verdict.
+    pub const fn is_processor_only(self) -> bool {
+        matches!(self, OrderStatus::Requested | OrderStatus::Expired)
+    }
+
+    /// Whether a status change may move `self → to`. Staying put is not a
+    /// move; callers treat it as an idempotent no-op before asking.
     pub fn can_become(self, to: OrderStatus) -> bool {
         self.allowed_next().contains(&to)
     }
@@ -144,6 +182,25 @@ mod tests {
         let err = "shipped".parse::<OrderStatus>().unwrap_err();
         let message = err.to_string();
         assert!(message.contains("'shipped'"));
-        assert!(message.contains("confirmed, preparing, ready, picked_up, delivered, cancelled"));
+        assert!(message.contains(
+            "requested, confirmed, preparing, ready, picked_up, delivered, cancelled, expired"
+        ));
+    }
+
+    #[test]
+    fn requests_are_confirmed_or_expired_by_the_processor_only() {
+        assert_eq!(Requested.allowed_next(), &[Cancelled]);
+        assert_eq!(Requested.processor_next(), &[Confirmed, Expired]);
+        assert!(!Requested.can_become(Confirmed));
+        assert!(Expired.is_terminal());
+        for status in OrderStatus::ALL {
+            assert!(
+                !status.can_become(Requested) && !status.can_become(Expired),
+                "no status change leads to {status}"
+            );
+            if status != Requested {
+                assert!(status.processor_next().is_empty(), "{status}");
+            }
+        }
     }
 }

@@ -41,22 +41,22 @@ pub const TIMELINE: [Stage; 4] = [
 pub const FINAL: OrderStatus = OrderStatus::Delivered;
 
 /// How long an order that just entered `status` should take to arrive:
-/// zero once delivered, `None` once cancelled.
+/// zero once delivered; `None` once cancelled or expired, and while
+/// `requested`, because until a seller accepts nobody can say when the
+/// timeline starts.
 pub fn remaining(status: OrderStatus) -> Option<chrono::TimeDelta> {
-    if status == OrderStatus::Cancelled {
+    let stages = stages_from(status);
+    if stages.is_empty() && status != FINAL {
         return None;
     }
-    let left: Duration = TIMELINE
-        .iter()
-        .skip_while(|stage| stage.status != status)
-        .map(|stage| stage.lasts)
-        .sum();
+    let left: Duration = stages.iter().map(|stage| stage.lasts).sum();
     // At most 33 minutes, far inside TimeDelta's range.
     chrono::TimeDelta::from_std(left).ok()
 }
 
 /// The stages still ahead of an order in `status`, starting with the one it is
-/// in. Empty for terminal statuses.
+/// in. Empty for terminal statuses, and for `requested`: the timeline starts
+/// at `confirmed`, which only the order-request processor can reach.
 pub fn stages_from(status: OrderStatus) -> &'static [Stage] {
     match TIMELINE.iter().position(|stage| stage.status == status) {
         Some(at) => &TIMELINE[at..],
@@ -115,6 +115,8 @@ mod tests {
         assert_eq!(mins(OrderStatus::PickedUp), Some(10));
         assert_eq!(mins(OrderStatus::Delivered), Some(0));
         assert_eq!(mins(OrderStatus::Cancelled), None);
+        assert_eq!(mins(OrderStatus::Requested), None);
+        assert_eq!(mins(OrderStatus::Expired), None);
     }
 
     #[test]
@@ -124,6 +126,7 @@ mod tests {
         assert!(statuses.windows(2).all(|w| w[0].can_become(w[1])));
         assert_eq!(stages_from(OrderStatus::Ready).len(), 2);
         assert!(stages_from(OrderStatus::Delivered).is_empty());
+        assert!(stages_from(OrderStatus::Requested).is_empty());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The order service: the one write path, and the front door for readers.
 //!
-//! Every change, whoever asks for it (HTTP, simulator, later the processor),
+//! Every change, whoever asks for it (HTTP, simulator, the order-request
+//! requestor relaying its processor's progress),
 //! goes through [`OrderService::apply`]: compute the next state with the domain
 //! rules, store it with an optimistic version check, then publish the new
 //! snapshot to the hub, which wakes every parked poll of that order. A change
@@ -8,6 +9,8 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+
+use tokio_stream::wrappers::WatchStream;
 
 use crate::domain::poll::BadTimeout;
 use crate::domain::{
@@ -213,7 +216,7 @@ impl OrderService {
                 .get(id)
                 .await?
                 .ok_or_else(|| ServiceError::NotFound(id.clone()))?;
-            let Some(next) = current.apply(change, self.inner.clock.now())? else {
+            let Some(next) = current.apply(&change, self.inner.clock.now())? else {
                 return Ok(Applied {
                     snapshot: self.snapshot_of(current),
                     changed: false,
@@ -239,6 +242,22 @@ impl OrderService {
             }
         }
         Err(ServiceError::Contended(id.clone()))
+    }
+
+    /// The order's current version, then every newer one as it is published.
+    /// For in-process readers that must react to changes made by others (the
+    /// requestor stops seeking a seller once an order is cancelled). Versions
+    /// published in quick succession may be seen only as the latest.
+    pub async fn changes(&self, id: &OrderId) -> Result<WatchStream<Arc<OrderSnapshot>>> {
+        if let Some(rx) = self.inner.hub.subscribe(id) {
+            return Ok(WatchStream::new(rx));
+        }
+        self.get(id).await?;
+        self.inner
+            .hub
+            .subscribe(id)
+            .map(WatchStream::new)
+            .ok_or_else(|| ServiceError::NotFound(id.clone()))
     }
 
     /// The service's current time.

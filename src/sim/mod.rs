@@ -29,6 +29,10 @@ pub enum SimError {
     NotRunning(OrderId),
     #[error("order {id} is {status}, which is final; there is nothing to simulate")]
     Finished { id: OrderId, status: OrderStatus },
+    /// The timeline starts at `confirmed`; a requested order gets there only
+    /// when the order-request processor accepts a seller's proposal.
+    #[error("order {0} is requested: no seller has accepted it yet, so its workflow cannot start; simulate it once it is confirmed")]
+    AwaitingSeller(OrderId),
     #[error(transparent)]
     Service(#[from] ServiceError),
 }
@@ -110,9 +114,13 @@ impl Simulator {
         let from = snapshot.order().status;
         let stages = workflow::stages_from(from);
         if stages.is_empty() {
-            return Err(SimError::Finished {
-                id: id.clone(),
-                status: from,
+            return Err(if from.is_terminal() {
+                SimError::Finished {
+                    id: id.clone(),
+                    status: from,
+                }
+            } else {
+                SimError::AwaitingSeller(id.clone())
             });
         }
         let serial = self.inner.next_run.fetch_add(1, Ordering::Relaxed);

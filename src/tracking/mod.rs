@@ -158,6 +158,16 @@ impl Hub {
             .map(|channel| Arc::clone(&channel.tx.borrow()))
     }
 
+    /// A receiver of the order's snapshots, if the hub knows the order. For
+    /// the service's in-process readers; HTTP polls use [`Hub::long_poll`],
+    /// which counts and caps them.
+    pub fn subscribe(&self, id: &OrderId) -> Option<watch::Receiver<Arc<OrderSnapshot>>> {
+        self.shared
+            .channels
+            .get(id)
+            .map(|channel| channel.tx.subscribe())
+    }
+
     /// Answers a long poll.
     ///
     /// Answers at once when the client has no cursor or is behind, when the

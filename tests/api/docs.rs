@@ -40,6 +40,13 @@ async fn openapi_is_3_1_and_every_operation_is_described() {
         "/api/v1/orders/{id}/simulate-workflow",
         "/api/v1/orders/system/stats",
         "/api/v1/health",
+        "/api/v1/orders/initiate",
+        "/api/v1/orders/followup",
+        "/api/v1/orders/tracking/status",
+        "/api/v1/orders/tracking/{order_req_id}",
+        "/api/v1/orders/{id}/stop",
+        "/api/v1/processor/tracking/status",
+        "/api/v1/processor/tracking/{order_req_id}",
     ] {
         assert!(paths.contains_key(path), "{path} is documented");
     }

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use order_tracker::requests::Requestor;
 use order_tracker::{Application, Config};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -17,6 +18,9 @@ pub const PROMPTLY: Duration = Duration::from_secs(5);
 pub struct TestApp {
     pub addr: SocketAddr,
     pub client: reqwest::Client,
+    /// The server's requestor, for what HTTP cannot show: its state after
+    /// shutdown.
+    pub requestor: Requestor,
     shutdown: CancellationToken,
     server: JoinHandle<std::io::Result<()>>,
 }
@@ -36,10 +40,12 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
         .expect("the application builds");
     let addr = app.local_addr();
     let shutdown = app.shutdown_token();
+    let requestor = app.requestor().clone();
     let server = tokio::spawn(app.run_until_stopped());
     TestApp {
         addr,
         client: reqwest::Client::new(),
+        requestor,
         shutdown,
         server,
     }
@@ -66,6 +72,30 @@ impl TestApp {
     pub async fn track(&self, id: &str, query: &str) -> (StatusCode, Value) {
         self.get_json(&format!("/api/v1/orders/{id}/track{query}"))
             .await
+    }
+
+    /// `POST path` with a JSON body.
+    pub async fn post_json(&self, path: &str, body: &Value) -> (StatusCode, Value) {
+        let response = self
+            .client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("request sent");
+        json_of(response).await
+    }
+
+    /// `POST path` without a body.
+    pub async fn post(&self, path: &str) -> (StatusCode, Value) {
+        json_of(
+            self.client
+                .post(self.url(path))
+                .send()
+                .await
+                .expect("request sent"),
+        )
+        .await
     }
 
     pub async fn put_status(&self, id: &str, status: &str) -> (StatusCode, Value) {

@@ -5,6 +5,8 @@ mod caps;
 mod docs;
 mod helpers;
 mod orders;
+mod request_streams;
+mod requests;
 mod shutdown;
 mod simulate;
 mod stats;

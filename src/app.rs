@@ -1,6 +1,5 @@
 //! Building the application, serving it, and shutting it down in bounded time.
 
-use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,6 +12,7 @@ use tokio_util::task::TaskTracker;
 use crate::api::{self, AppState};
 use crate::config::{Config, ConfigError};
 use crate::orders::{Clock, OrderService, ServiceError};
+use crate::serve;
 use crate::sim::Simulator;
 use crate::store::{MemoryStore, OrderStore};
 use crate::tracking::Hub;
@@ -117,12 +117,10 @@ impl Application {
     /// connections and tasks to finish.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let stopping = self.shutdown.clone();
-        let serve = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(self.shutdown.clone().cancelled_owned())
-            .into_future();
+        let serve = serve::serve(self.listener, self.router, self.shutdown.clone());
         let grace = self.grace;
         tokio::select! {
-            served = serve => served?,
+            () = serve => {}
             () = async { stopping.cancelled().await; tokio::time::sleep(grace).await } => {
                 tracing::warn!(grace_secs = grace.as_secs(), "connections still open after the grace period; closing them");
             }

@@ -20,14 +20,16 @@
 //! - [`store`]: the `OrderStore` trait and its in-memory implementation.
 //! - [`sim`]: the workflow simulator.
 //! - [`api`]: axum routes, errors and the OpenAPI document.
-//! - [`app`], [`config`], [`telemetry`]: building, configuring, serving,
-//!   shutting down, logging.
+//! - [`app`], [`config`], [`telemetry`]: building, configuring, shutting
+//!   down, logging.
+//! - [`serve`]: the accept loop and the HTTP/1.1 connections.
 
 pub mod api;
 pub mod app;
 pub mod config;
 pub mod domain;
 pub mod orders;
+pub mod serve;
 pub mod sim;
 pub mod store;
 pub mod telemetry;

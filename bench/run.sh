@@ -8,8 +8,8 @@
 #   ORDERS=100 PER_ORDER=10 bench/run.sh
 #
 # Settings (environment): ORDERS, PER_ORDER, PUBLISHERS (loadgen's defaults:
-# 1000, 10, 4), OURS_PORT (15001). Nchan listens on 127.0.0.1:15002, as
-# bench/nginx.conf says.
+# 1000, 10, 4), ROUNDS (3), OURS_PORT (15001). Nchan listens on
+# 127.0.0.1:15002, as bench/nginx.conf says.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -19,6 +19,7 @@ NCHAN_ADDR=127.0.0.1:15002
 NCHAN_MODULE=/usr/lib/nginx/modules/ngx_nchan_module.so
 # Longest a single loadgen run may take (its phases are bounded at 60 s each).
 RUN_LIMIT=300
+ROUNDS=${ROUNDS:-3}
 
 say() { printf '==> %s\n' "$*" >&2; }
 
@@ -74,25 +75,40 @@ loadgen() {
     timeout "$RUN_LIMIT" "$LOADGEN" run "$@"
 }
 
-# --- Ours ---------------------------------------------------------------------
-say "ours: $SERVER on $OURS_ADDR"
-# Warnings only, like nginx below (error_log warn, access_log off).
-RUST_LOG=warn "$SERVER" --addr "$OURS_ADDR" --no-sample-orders &
-SERVER_PID=$!
-loadgen --target ours --addr "$OURS_ADDR" --pid "$SERVER_PID" --out "$SCRATCH/ours.txt" >/dev/null
-stop_server
+run_ours() {
+    # Warnings only, like nginx below (error_log warn, access_log off).
+    RUST_LOG=warn "$SERVER" --addr "$OURS_ADDR" --no-sample-orders &
+    SERVER_PID=$!
+    loadgen --target ours --addr "$OURS_ADDR" --pid "$SERVER_PID" --out "$1" >/dev/null
+    stop_server
+}
 
-# --- Nchan --------------------------------------------------------------------
-say "nchan: nginx $(nginx -v 2>&1 | sed 's/.*\///') on $NCHAN_ADDR"
-mkdir -p "$SCRATCH/nchan/tmp"
-nginx -p "$SCRATCH/nchan/" -c "$ROOT/bench/nginx.conf" -e "$SCRATCH/nchan/error.log" -g 'daemon off;' &
-SERVER_PID=$!
-loadgen --target nchan --addr "$NCHAN_ADDR" --pid "$SERVER_PID" --out "$SCRATCH/nchan.txt" >/dev/null
-stop_server
+run_nchan() {
+    rm -rf "$SCRATCH/nchan"
+    mkdir -p "$SCRATCH/nchan/tmp"
+    nginx -p "$SCRATCH/nchan/" -c "$ROOT/bench/nginx.conf" -e "$SCRATCH/nchan/error.log" -g 'daemon off;' &
+    SERVER_PID=$!
+    loadgen --target nchan --addr "$NCHAN_ADDR" --pid "$SERVER_PID" --out "$1" >/dev/null
+    stop_server
+}
+
+# Each round starts both servers fresh and runs ours, then Nchan; the table
+# shows medians over the rounds, so one noisy moment on a shared machine does
+# not decide a figure alone.
+OURS_FILES=()
+NCHAN_FILES=()
+for round in $(seq "$ROUNDS"); do
+    say "round $round/$ROUNDS: ours ($OURS_ADDR)"
+    run_ours "$SCRATCH/ours.$round"
+    OURS_FILES+=("$SCRATCH/ours.$round")
+    say "round $round/$ROUNDS: nchan, nginx $(nginx -v 2>&1 | sed 's/.*\///') ($NCHAN_ADDR)"
+    run_nchan "$SCRATCH/nchan.$round"
+    NCHAN_FILES+=("$SCRATCH/nchan.$round")
+done
 
 # --- The table ------------------------------------------------------------------
 echo
 echo "order-tracker vs Nchan: ${ORDERS:-1000} orders x ${PER_ORDER:-10} parked polls," \
-     "${PUBLISHERS:-4} publishers; $(nproc) cores, $(uname -sr)"
+     "${PUBLISHERS:-4} publishers, $ROUNDS rounds; $(nproc) cores, $(uname -sr)"
 echo
-"$LOADGEN" table "$SCRATCH/ours.txt" "$SCRATCH/nchan.txt"
+"$LOADGEN" table --ours "${OURS_FILES[@]}" --nchan "${NCHAN_FILES[@]}"

@@ -54,10 +54,12 @@ enum Command {
     Run(RunArgs),
     /// Print two result files side by side with the ratio of the first to the second.
     Table {
-        /// Results of our server.
-        ours: PathBuf,
-        /// Results of Nchan.
-        nchan: PathBuf,
+        /// Results of our server, one file per round.
+        #[arg(long, num_args = 1.., required = true)]
+        ours: Vec<PathBuf>,
+        /// Results of Nchan, one file per round, in the same order.
+        #[arg(long, num_args = 1.., required = true)]
+        nchan: Vec<PathBuf>,
     },
 }
 
@@ -118,7 +120,10 @@ fn main() -> Result<()> {
             Ok(())
         }
         Command::Table { ours, nchan } => {
-            print!("{}", table(&Figures::load(&ours)?, &Figures::load(&nchan)?));
+            let load = |paths: &[PathBuf]| -> Result<Vec<Figures>> {
+                paths.iter().map(|path| Figures::load(path)).collect()
+            };
+            print!("{}", table(&load(&ours)?, &load(&nchan)?));
             Ok(())
         }
     }
@@ -489,19 +494,20 @@ fn memory(pid: u32) -> Result<Memory> {
     })
 }
 
-/// User plus system CPU seconds of the family since each process started.
-fn cpu_seconds(pid: u32) -> Result<f64> {
+/// CPU seconds of the family since each process started: (user, system).
+fn cpu_seconds(pid: u32) -> Result<(f64, f64)> {
     // Clock ticks per second; 100 on Linux for every architecture we run on.
     const TICKS: f64 = 100.0;
-    let mut ticks = 0u64;
+    let (mut user, mut system) = (0u64, 0u64);
     for pid in family(pid) {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
         let rest = stat.rsplit_once(") ").ok_or("malformed stat")?.1;
         let fields: Vec<&str> = rest.split(' ').collect();
         // utime and stime are fields 14 and 15 of stat, 12 and 13 after ") ".
-        ticks += fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+        user += fields[11].parse::<u64>()?;
+        system += fields[12].parse::<u64>()?;
     }
-    Ok(ticks as f64 / TICKS)
+    Ok((user as f64 / TICKS, system as f64 / TICKS))
 }
 
 // ---------------------------------------------------------------------------
@@ -783,6 +789,7 @@ async fn run(args: &RunArgs) -> Result<Figures> {
     );
     let sent: Arc<Vec<AtomicU64>> = Arc::new((0..args.orders).map(|_| AtomicU64::new(0)).collect());
     let next_order = Arc::new(AtomicUsize::new(0));
+    let cpu_before_wake = cpu_seconds(args.pid)?;
     let publish_start = Instant::now();
     let mut publishers = tokio::task::JoinSet::new();
     for _ in 0..args.publishers {
@@ -835,6 +842,15 @@ async fn run(args: &RunArgs) -> Result<Figures> {
             Ok(None) | Err(_) => break,
         }
     }
+    let cpu_after_wake = cpu_seconds(args.pid)?;
+    put(
+        "cpu_wake_user_ms",
+        (cpu_after_wake.0 - cpu_before_wake.0) * 1000.0,
+    );
+    put(
+        "cpu_wake_system_ms",
+        (cpu_after_wake.1 - cpu_before_wake.1) * 1000.0,
+    );
     let missing = polls - latencies.len() - wake_failures;
     put("wake_failures", (wake_failures + missing) as f64);
     latencies.sort_by(f64::total_cmp);
@@ -870,7 +886,8 @@ async fn run(args: &RunArgs) -> Result<Figures> {
     );
 
     // 5. Cost, then hang up.
-    put("cpu_secs", cpu_seconds(args.pid)?);
+    let (user, system) = cpu_seconds(args.pid)?;
+    put("cpu_secs", user + system);
     phase_tx.send(2)?;
     while tasks.join_next().await.is_some() {}
     Ok(Figures(figures))
@@ -879,94 +896,93 @@ async fn run(args: &RunArgs) -> Result<Figures> {
 // ---------------------------------------------------------------------------
 // The side-by-side table.
 
-/// One row: label, key, unit, and which way is better.
-struct Row {
-    label: &'static str,
-    key: &'static str,
-    /// `Some(true)` when lower is better, `Some(false)` when higher is, `None`
-    /// for context figures.
-    lower_is_better: Option<bool>,
-    /// Shown as a target row.
-    target: bool,
+/// What a figure is for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Goal {
+    /// Context only.
+    None,
+    /// One of the targets: ours at or below Nchan.
+    AtMost,
+    /// One of the targets: ours at or above Nchan.
+    AtLeast,
+    /// One of the targets: zero for ours.
+    Zero,
 }
 
-const ROWS: [Row; 16] = [
-    row("parked polls", "parked_polls", None, false),
-    row(
+/// One row: label, the key in the result files, and what it is for.
+struct Row(&'static str, &'static str, Goal);
+
+const ROWS: &[Row] = &[
+    Row("parked polls", "parked_polls", Goal::None),
+    Row(
         "RSS per parked poll (bytes)",
         "rss_per_poll_bytes",
-        Some(true),
-        true,
+        Goal::AtMost,
     ),
-    row(
+    Row(
         "PSS per parked poll (bytes)",
         "pss_per_poll_bytes",
-        Some(true),
-        false,
+        Goal::None,
     ),
-    row(
-        "RSS per poll after storm (bytes)",
+    Row(
+        "RSS per poll after the storm (bytes)",
         "rss_per_poll_after_storm_bytes",
-        Some(true),
-        false,
+        Goal::None,
     ),
-    row("time to park all (s)", "park_secs", Some(true), false),
-    row("wake latency p50 (ms)", "wake_p50_ms", Some(true), false),
-    row("wake latency p90 (ms)", "wake_p90_ms", Some(true), false),
-    row("wake latency p99 (ms)", "wake_p99_ms", Some(true), true),
-    row("wake latency max (ms)", "wake_max_ms", Some(true), false),
-    row(
+    Row("time to park all (s)", "park_secs", Goal::None),
+    Row("wake latency p50 (ms)", "wake_p50_ms", Goal::None),
+    Row("wake latency p90 (ms)", "wake_p90_ms", Goal::None),
+    Row("wake latency p99 (ms)", "wake_p99_ms", Goal::AtMost),
+    Row("wake latency max (ms)", "wake_max_ms", Goal::None),
+    Row(
         "changes published per second",
         "publish_per_sec",
-        Some(false),
-        true,
+        Goal::AtLeast,
     ),
-    row(
+    Row("publish failures", "publish_failures", Goal::None),
+    Row("wake failures", "wake_failures", Goal::None),
+    Row(
         "response body bytes per wake",
         "wake_body_bytes",
-        None,
-        false,
+        Goal::None,
     ),
-    row("wake failures", "wake_failures", Some(true), false),
-    row(
+    Row(
         "reconnect storm: all parked again (s)",
         "storm_secs",
-        Some(true),
-        true,
+        Goal::AtMost,
     ),
-    row(
-        "reconnect storm failures",
-        "storm_failures",
-        Some(true),
-        true,
+    Row("reconnect storm failures", "storm_failures", Goal::Zero),
+    Row(
+        "server CPU ms, wake phase: user",
+        "cpu_wake_user_ms",
+        Goal::None,
     ),
-    row(
-        "server CPU seconds, whole run",
-        "cpu_secs",
-        Some(true),
-        false,
+    Row(
+        "server CPU ms, wake phase: system",
+        "cpu_wake_system_ms",
+        Goal::None,
     ),
-    row("publish failures", "publish_failures", Some(true), false),
+    Row("server CPU s, whole run", "cpu_secs", Goal::None),
 ];
 
-const fn row(
-    label: &'static str,
-    key: &'static str,
-    lower_is_better: Option<bool>,
-    target: bool,
-) -> Row {
-    Row {
-        label,
-        key,
-        lower_is_better,
-        target,
+fn median(mut values: Vec<f64>) -> f64 {
+    values.retain(|v| !v.is_nan());
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    if values.len() % 2 == 1 {
+        values[mid]
+    } else {
+        (values[mid - 1] + values[mid]) / 2.0
     }
 }
 
 fn format_value(value: f64) -> String {
     if value.is_nan() {
         "-".to_owned()
-    } else if value == value.trunc() || value.abs() >= 100.0 {
+    } else if (value - value.round()).abs() < 1e-6 || value.abs() >= 100.0 {
         format!("{value:.0}")
     } else if value.abs() >= 1.0 {
         format!("{value:.2}")
@@ -975,56 +991,58 @@ fn format_value(value: f64) -> String {
     }
 }
 
-fn table(ours: &Figures, nchan: &Figures) -> String {
+fn ratio(a: f64, b: f64) -> String {
+    if a == 0.0 && b == 0.0 {
+        "-".to_owned()
+    } else if b == 0.0 || a.is_nan() || b.is_nan() {
+        "n/a".to_owned()
+    } else {
+        format!("{:.2}", a / b)
+    }
+}
+
+/// Medians over the rounds for both servers, their ratio, whether each of the
+/// issue's targets is met, and each round's ratio so the spread shows.
+fn table(ours: &[Figures], nchan: &[Figures]) -> String {
+    let rounds = ours.len().min(nchan.len());
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "| {:<38} | {:>10} | {:>10} | {:>10} | {:<6} |",
-        "figure", "ours", "nchan", "ours/nchan", "target"
+        "| {:<38} | {:>9} | {:>9} | {:>10} | {:<6} | ours/nchan per round |",
+        "figure (median of rounds)", "ours", "nchan", "ours/nchan", "target",
     );
     let _ = writeln!(
         out,
-        "|{}|{}|{}|{}|{}|",
+        "|{}|{}|{}|{}|{}|{}|",
         "-".repeat(40),
+        "-".repeat(11),
+        "-".repeat(11),
         "-".repeat(12),
-        "-".repeat(12),
-        "-".repeat(12),
-        "-".repeat(8)
+        "-".repeat(8),
+        "-".repeat(22)
     );
-    for row in &ROWS {
-        let (a, b) = (ours.get(row.key), nchan.get(row.key));
-        let ratio = if b == 0.0 && a == 0.0 {
-            "-".to_owned()
-        } else if b == 0.0 {
-            "inf".to_owned()
-        } else {
-            format!("{:.2}", a / b)
+    for Row(label, key, goal) in ROWS {
+        let a = median(ours.iter().map(|f| f.get(key)).collect());
+        let b = median(nchan.iter().map(|f| f.get(key)).collect());
+        let verdict = match goal {
+            Goal::None => "",
+            Goal::AtMost if a <= b => "met",
+            Goal::AtLeast if a >= b => "met",
+            Goal::Zero if a == 0.0 => "met",
+            _ => "MISSED",
         };
-        let verdict = match (row.target, row.lower_is_better) {
-            (true, Some(lower)) => {
-                let met = if row.key == "storm_failures" {
-                    a == 0.0
-                } else if lower {
-                    a <= b
-                } else {
-                    a >= b
-                };
-                if met {
-                    "met"
-                } else {
-                    "MISSED"
-                }
-            }
-            _ => "",
-        };
+        let per_round: Vec<String> = (0..rounds)
+            .map(|i| ratio(ours[i].get(key), nchan[i].get(key)))
+            .collect();
         let _ = writeln!(
             out,
-            "| {:<38} | {:>10} | {:>10} | {:>10} | {:<6} |",
-            row.label,
+            "| {:<38} | {:>9} | {:>9} | {:>10} | {:<6} | {} |",
+            label,
             format_value(a),
             format_value(b),
-            ratio,
-            verdict
+            ratio(a, b),
+            verdict,
+            per_round.join(" ")
         );
     }
     out

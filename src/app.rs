@@ -4,12 +4,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::Router;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::api::{self, AppState};
+use crate::api::{self, App, AppState};
 use crate::config::{Config, ConfigError};
 use crate::orders::{Clock, OrderService, ServiceError};
 use crate::serve;
@@ -40,8 +39,8 @@ pub enum StartupError {
 pub struct Application {
     /// The bound listening socket.
     listener: TcpListener,
-    /// Every route.
-    router: Router,
+    /// Every route, inside the layers every request passes through.
+    app: App,
     /// The address actually bound (port 0 resolved).
     local_addr: SocketAddr,
     /// Cancelled to stop: parked polls answer, simulations stop, serving ends.
@@ -72,7 +71,7 @@ impl Application {
         }
         let simulator = Simulator::new(service.clone(), tracker.clone(), shutdown.clone());
 
-        let router = api::router(AppState {
+        let app = api::app(AppState {
             service: service.clone(),
             simulator,
             started: Instant::now(),
@@ -90,7 +89,7 @@ impl Application {
         tracing::info!(addr = %local_addr, "listening");
         Ok(Application {
             listener,
-            router,
+            app,
             local_addr,
             shutdown,
             tracker,
@@ -117,7 +116,7 @@ impl Application {
     /// connections and tasks to finish.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let stopping = self.shutdown.clone();
-        let serve = serve::serve(self.listener, self.router, self.shutdown.clone());
+        let serve = serve::serve(self.listener, self.app, self.shutdown.clone());
         let grace = self.grace;
         tokio::select! {
             () = serve => {}

@@ -45,6 +45,11 @@ pub fn json(status: StatusCode, snapshot: &OrderSnapshot, body: &impl Serialize)
         tracing::error!(error = %err, "cannot serialize a response body");
         return ApiError::Panicked.into_response();
     }
+    json_bytes(status, snapshot, bytes)
+}
+
+/// A JSON answer about `snapshot` whose body is already written.
+pub fn json_bytes(status: StatusCode, snapshot: &OrderSnapshot, bytes: Vec<u8>) -> Response {
     let mut response = Response::new(Body::from(bytes));
     *response.status_mut() = status;
     let headers = response.headers_mut();

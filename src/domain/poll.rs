@@ -2,6 +2,7 @@
 //! cursor means, how long it may wait, and how soon it should come back.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::time::Duration;
 
 use super::order::{Order, Version};
@@ -166,12 +167,23 @@ impl PollPolicy {
     }
 }
 
-/// The human hint that accompanies `next_poll_interval`.
+/// The human hint that accompanies `next_poll_interval`, as text.
 pub fn battery_tip(next_poll_interval: u64) -> String {
-    match next_poll_interval {
-        0 => "Order complete - stop polling".to_owned(),
-        1 => "Next poll in 1 second".to_owned(),
-        secs => format!("Next poll in {secs} seconds"),
+    BatteryTip(next_poll_interval).to_string()
+}
+
+/// The human hint that accompanies a `next_poll_interval`; `Display` writes
+/// it without allocating, for answers rendered on every wake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatteryTip(pub u64);
+
+impl fmt::Display for BatteryTip {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            0 => f.write_str("Order complete - stop polling"),
+            1 => f.write_str("Next poll in 1 second"),
+            secs => write!(f, "Next poll in {secs} seconds"),
+        }
     }
 }
 

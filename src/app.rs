@@ -116,12 +116,20 @@ impl Application {
     /// connections and tasks to finish.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let stopping = self.shutdown.clone();
-        let serve = serve::serve(self.listener, self.app, self.shutdown.clone());
+        // The accept loop runs as a task, on a worker thread, rather than
+        // wherever this future is polled (the main thread under
+        // `#[tokio::main]`): a task spawned from a worker goes to its local
+        // queue, while one spawned from outside goes through the runtime's
+        // shared queue and wakes a worker each time. That matters when
+        // thousands of phones reconnect at once.
+        let mut serving =
+            tokio::spawn(serve::serve(self.listener, self.app, self.shutdown.clone()));
         let grace = self.grace;
         tokio::select! {
-            () = serve => {}
+            served = &mut serving => served.map_err(std::io::Error::other)?,
             () = async { stopping.cancelled().await; tokio::time::sleep(grace).await } => {
                 tracing::warn!(grace_secs = grace.as_secs(), "connections still open after the grace period; closing them");
+                serving.abort();
             }
         }
         self.tracker.close();

@@ -38,8 +38,9 @@ pub struct TrackParams {
     pub version: Option<String>,
     /// Seconds to wait for a change: default 30, `0` answers at once, values
     /// above the maximum (120 unless configured) are clamped. The applied value
-    /// is reported as `timeout`. Given without a cursor, the request waits for
-    /// the next change from now.
+    /// is reported as `timeout`. A quiet poll may answer up to 10% of it (at
+    /// most 3 s) early, so polls parked together do not all expire together.
+    /// Given without a cursor, the request waits for the next change from now.
     #[param(value_type = Option<u64>, example = 30)]
     pub timeout: Option<String>,
 }

@@ -35,6 +35,56 @@ pub enum StartupError {
     Service(#[from] ServiceError),
 }
 
+/// Every part of the application but the socket: what [`Application::build`]
+/// serves, and what a simulation drives directly (`tower::ServiceExt::oneshot`
+/// on [`Parts::app`]) in virtual time, where real sockets cannot follow.
+pub struct Parts {
+    /// Every route, inside the layers every request passes through.
+    pub app: App,
+    /// The one write path and the reads.
+    pub service: OrderService,
+    /// Cancelled to stop: parked polls answer, simulations stop, serving ends.
+    pub shutdown: CancellationToken,
+    /// Background tasks (simulations) to wait for on shutdown.
+    pub tracker: TaskTracker,
+}
+
+impl Parts {
+    /// Builds the store, hub, service, simulator and routes from `config`,
+    /// stamping orders with `clock`, and seeds the sample orders unless told
+    /// not to.
+    pub async fn build(config: &Config, clock: Clock) -> Result<Parts, StartupError> {
+        let timeouts = config.timeouts()?;
+        let policy = config.policy()?;
+        let shutdown = CancellationToken::new();
+        let tracker = TaskTracker::new();
+
+        let store: Arc<dyn OrderStore> = Arc::new(MemoryStore::new());
+        let hub = Hub::new(config.limits(), shutdown.clone());
+        let service = OrderService::new(store, hub, policy, timeouts, clock);
+        service.warm().await?;
+        if !config.no_sample_orders {
+            service.seed_samples().await?;
+        }
+        let simulator = Simulator::new(service.clone(), tracker.clone(), shutdown.clone());
+
+        let app = api::app(AppState {
+            service: service.clone(),
+            simulator,
+            started: Instant::now(),
+            started_at: service.now(),
+            retry_after: config.retry_after,
+            stats_top_orders: config.stats_top_orders,
+        });
+        Ok(Parts {
+            app,
+            service,
+            shutdown,
+            tracker,
+        })
+    }
+}
+
 /// A built application, bound and ready to serve.
 pub struct Application {
     /// The bound listening socket.
@@ -54,31 +104,15 @@ pub struct Application {
 }
 
 impl Application {
-    /// Builds every part, seeds the sample orders unless told not to, and
-    /// binds the listener.
+    /// Builds every part on the system clock ([`Parts::build`]) and binds the
+    /// listener.
     pub async fn build(config: Config) -> Result<Application, StartupError> {
-        let timeouts = config.timeouts()?;
-        let policy = config.policy()?;
-        let shutdown = CancellationToken::new();
-        let tracker = TaskTracker::new();
-
-        let store: Arc<dyn OrderStore> = Arc::new(MemoryStore::new());
-        let hub = Hub::new(config.limits(), shutdown.clone());
-        let service = OrderService::new(store, hub, policy, timeouts, Clock::System);
-        service.warm().await?;
-        if !config.no_sample_orders {
-            service.seed_samples().await?;
-        }
-        let simulator = Simulator::new(service.clone(), tracker.clone(), shutdown.clone());
-
-        let app = api::app(AppState {
-            service: service.clone(),
-            simulator,
-            started: Instant::now(),
-            started_at: service.now(),
-            retry_after: config.retry_after,
-            stats_top_orders: config.stats_top_orders,
-        });
+        let Parts {
+            app,
+            service,
+            shutdown,
+            tracker,
+        } = Parts::build(&config, Clock::System).await?;
         let listener = bind(&config.addr, config.listen_backlog).await?;
         let local_addr = listener
             .local_addr()

@@ -89,7 +89,7 @@ struct RunArgs {
     #[arg(long, env = "PER_ORDER", default_value_t = 10)]
     per_order: usize,
     /// Keep-alive connections publishing changes concurrently.
-    #[arg(long, env = "PUBLISHERS", default_value_t = 4)]
+    #[arg(long, env = "PUBLISHERS", default_value_t = 1)]
     publishers: usize,
     /// Long-poll wait requested, in seconds; it must outlast the whole run.
     #[arg(long, default_value_t = 120)]
@@ -541,6 +541,18 @@ impl Figures {
     }
 }
 
+/// Records the server's user and system CPU milliseconds over a phase.
+fn put_cpu(put: &mut impl FnMut(&str, f64), phase: &str, before: (f64, f64), after: (f64, f64)) {
+    put(
+        &format!("cpu_{phase}_user_ms"),
+        (after.0 - before.0) * 1000.0,
+    );
+    put(
+        &format!("cpu_{phase}_system_ms"),
+        (after.1 - before.1) * 1000.0,
+    );
+}
+
 /// Nanoseconds since `base`, to keep instants in atomics.
 fn nanos_since(base: Instant, at: Instant) -> u64 {
     at.saturating_duration_since(base).as_nanos() as u64
@@ -743,6 +755,7 @@ async fn run(args: &RunArgs) -> Result<Figures> {
     });
     let (woken_tx, mut woken_rx) = mpsc::unbounded_channel();
     let mut tasks = tokio::task::JoinSet::new();
+    let cpu_before_park = cpu_seconds(args.pid)?;
     let park_start = Instant::now();
     for (order, cursor) in cursors.iter().enumerate() {
         for _ in 0..args.per_order {
@@ -761,6 +774,7 @@ async fn run(args: &RunArgs) -> Result<Figures> {
         return Err("not every poll parked; see above".into());
     };
     put("park_secs", (parked_at - park_start).as_secs_f64());
+    put_cpu(&mut put, "park", cpu_before_park, cpu_seconds(args.pid)?);
     // Let the server settle (allocator, lazily freed buffers) before reading.
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let parked = memory(args.pid)?;
@@ -842,15 +856,7 @@ async fn run(args: &RunArgs) -> Result<Figures> {
             Ok(None) | Err(_) => break,
         }
     }
-    let cpu_after_wake = cpu_seconds(args.pid)?;
-    put(
-        "cpu_wake_user_ms",
-        (cpu_after_wake.0 - cpu_before_wake.0) * 1000.0,
-    );
-    put(
-        "cpu_wake_system_ms",
-        (cpu_after_wake.1 - cpu_before_wake.1) * 1000.0,
-    );
+    put_cpu(&mut put, "wake", cpu_before_wake, cpu_seconds(args.pid)?);
     let missing = polls - latencies.len() - wake_failures;
     put("wake_failures", (wake_failures + missing) as f64);
     latencies.sort_by(f64::total_cmp);
@@ -866,9 +872,11 @@ async fn run(args: &RunArgs) -> Result<Figures> {
     // 4. Storm: every woken poller reconnects at once.
     let woken = latencies.len();
     eprintln!("storm: {woken} reconnects");
+    let cpu_before_storm = cpu_seconds(args.pid)?;
     let storm_start = Instant::now();
     phase_tx.send(1)?;
     let storm_parked = wait_parked(target, addr, woken, limit).await?;
+    put_cpu(&mut put, "storm", cpu_before_storm, cpu_seconds(args.pid)?);
     put(
         "storm_secs",
         storm_parked.map_or(f64::NAN, |at| (at - storm_start).as_secs_f64()),
@@ -912,56 +920,29 @@ enum Goal {
 /// One row: label, the key in the result files, and what it is for.
 struct Row(&'static str, &'static str, Goal);
 
+#[rustfmt::skip]
 const ROWS: &[Row] = &[
     Row("parked polls", "parked_polls", Goal::None),
-    Row(
-        "RSS per parked poll (bytes)",
-        "rss_per_poll_bytes",
-        Goal::AtMost,
-    ),
-    Row(
-        "PSS per parked poll (bytes)",
-        "pss_per_poll_bytes",
-        Goal::None,
-    ),
-    Row(
-        "RSS per poll after the storm (bytes)",
-        "rss_per_poll_after_storm_bytes",
-        Goal::None,
-    ),
+    Row("RSS per parked poll (bytes)", "rss_per_poll_bytes", Goal::AtMost),
+    Row("PSS per parked poll (bytes)", "pss_per_poll_bytes", Goal::None),
+    Row("RSS per poll after the storm (bytes)", "rss_per_poll_after_storm_bytes", Goal::None),
     Row("time to park all (s)", "park_secs", Goal::None),
     Row("wake latency p50 (ms)", "wake_p50_ms", Goal::None),
     Row("wake latency p90 (ms)", "wake_p90_ms", Goal::None),
     Row("wake latency p99 (ms)", "wake_p99_ms", Goal::AtMost),
     Row("wake latency max (ms)", "wake_max_ms", Goal::None),
-    Row(
-        "changes published per second",
-        "publish_per_sec",
-        Goal::AtLeast,
-    ),
+    Row("changes published per second", "publish_per_sec", Goal::AtLeast),
     Row("publish failures", "publish_failures", Goal::None),
     Row("wake failures", "wake_failures", Goal::None),
-    Row(
-        "response body bytes per wake",
-        "wake_body_bytes",
-        Goal::None,
-    ),
-    Row(
-        "reconnect storm: all parked again (s)",
-        "storm_secs",
-        Goal::AtMost,
-    ),
+    Row("response body bytes per wake", "wake_body_bytes", Goal::None),
+    Row("reconnect storm: all parked again (s)", "storm_secs", Goal::AtMost),
     Row("reconnect storm failures", "storm_failures", Goal::Zero),
-    Row(
-        "server CPU ms, wake phase: user",
-        "cpu_wake_user_ms",
-        Goal::None,
-    ),
-    Row(
-        "server CPU ms, wake phase: system",
-        "cpu_wake_system_ms",
-        Goal::None,
-    ),
+    Row("server CPU ms, park: user", "cpu_park_user_ms", Goal::None),
+    Row("server CPU ms, park: system", "cpu_park_system_ms", Goal::None),
+    Row("server CPU ms, wake: user", "cpu_wake_user_ms", Goal::None),
+    Row("server CPU ms, wake: system", "cpu_wake_system_ms", Goal::None),
+    Row("server CPU ms, storm: user", "cpu_storm_user_ms", Goal::None),
+    Row("server CPU ms, storm: system", "cpu_storm_system_ms", Goal::None),
     Row("server CPU s, whole run", "cpu_secs", Goal::None),
 ];
 

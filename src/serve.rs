@@ -48,7 +48,12 @@ pub async fn serve(listener: TcpListener, app: App, shutdown: CancellationToken)
     let connections = TaskTracker::new();
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        // Copy the (small) body behind the head and send one buffer, rather
+        // than queueing it for a vectored write: saves a queue allocation
+        // and its bookkeeping per answer (callgrind: -3% instructions over a
+        // whole loadgen run).
+        .writev(false);
     loop {
         let stream = tokio::select! {
             biased;

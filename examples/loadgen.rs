@@ -581,6 +581,16 @@ struct Shared {
     storm_failures: AtomicUsize,
 }
 
+/// Connects and sends a long poll on `order` holding `cursor`.
+async fn subscribe(shared: &Shared, order: usize, cursor: &Cursor) -> Result<TcpStream> {
+    let mut stream = connect(shared.addr, order).await?;
+    let request = shared
+        .target
+        .subscribe(shared.addr, order, cursor, shared.timeout);
+    stream.write_all(&request).await?;
+    Ok(stream)
+}
+
 /// One parked client: park, wait for the wake, reconnect on the storm, hang up
 /// at the end.
 async fn poller(
@@ -592,14 +602,7 @@ async fn poller(
 ) {
     let mut phase = shared.phase.clone();
     let park = async {
-        let mut stream = connect(shared.addr, order).await?;
-        stream
-            .write_all(
-                &shared
-                    .target
-                    .subscribe(shared.addr, order, &cursor, shared.timeout),
-            )
-            .await?;
+        let mut stream = subscribe(&shared, order, &cursor).await?;
         let mut buf = Vec::new();
         let response = read_response(&mut stream, &mut buf).await?;
         Ok::<_, Error>((stream, response))
@@ -632,18 +635,7 @@ async fn poller(
     }
     // The storm: hang up and come back at once with the new cursor.
     drop(stream);
-    let reconnect = async {
-        let mut stream = connect(shared.addr, order).await?;
-        stream
-            .write_all(
-                &shared
-                    .target
-                    .subscribe(shared.addr, order, &next, shared.timeout),
-            )
-            .await?;
-        Ok::<_, Error>(stream)
-    };
-    let mut stream = match reconnect.await {
+    let mut stream = match subscribe(&shared, order, &next).await {
         Ok(stream) => stream,
         Err(_) => {
             shared.storm_failures.fetch_add(1, Ordering::Relaxed);

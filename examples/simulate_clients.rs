@@ -137,16 +137,21 @@ impl Outcome {
         self.exchanges.len()
     }
 
-    fn radio_wake_ups(&self) -> usize {
+    /// Every moment the radio is used: requests sent and answers received.
+    fn activity(&self) -> Vec<Duration> {
         let mut activity: Vec<Duration> = self
             .exchanges
             .iter()
             .flat_map(|exchange| [exchange.sent, exchange.answered])
             .collect();
         activity.sort();
+        activity
+    }
+
+    fn radio_wake_ups(&self) -> usize {
         let mut wake_ups = 0;
         let mut last: Option<Duration> = None;
-        for at in activity {
+        for at in self.activity() {
             if last.is_none_or(|last| at - last >= RADIO_TAIL) {
                 wake_ups += 1;
             }
@@ -174,15 +179,9 @@ impl Outcome {
 
     /// Time the radio is up: the union of [activity, activity + tail].
     fn radio_on(&self) -> Duration {
-        let mut activity: Vec<Duration> = self
-            .exchanges
-            .iter()
-            .flat_map(|exchange| [exchange.sent, exchange.answered])
-            .collect();
-        activity.sort();
         let mut on = Duration::ZERO;
         let mut until: Option<Duration> = None;
-        for at in activity {
+        for at in self.activity() {
             let end = at + RADIO_TAIL;
             on += match until {
                 Some(until) if at < until => end.saturating_sub(until),

@@ -15,7 +15,7 @@
 #   OURS_PORT          our port (15001); Nchan listens on 127.0.0.1:15002,
 #                      as bench/nginx.conf says
 #   OURS_BIN           another build of ours to run, to compare builds
-# Takes about two minutes with the defaults.
+# Takes about two minutes with the defaults, once the release build is done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD

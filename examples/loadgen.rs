@@ -18,12 +18,13 @@
 //! 4. **Storm.** Every woken poller closes its connection and reconnects at
 //!    once with its new cursor; the figure is the time until the server reports
 //!    them all parked again.
-//! 5. **Cost.** The server's CPU time (user + system, all its processes) since
-//!    it started, from `/proc`.
+//! 5. **Cost.** The server's CPU time (user and system, all its processes)
+//!    for each phase and since it started, from `/proc`.
 //!
 //! The tool runs on one thread so that it takes at most one of the machine's
-//! cores and treats both servers the same. `loadgen table` prints two result
-//! files side by side with the ratio ours/Nchan.
+//! cores and treats both servers the same. `loadgen table` prints the medians
+//! of several rounds of results for both servers side by side, with the ratio
+//! ours/Nchan.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

@@ -1,19 +1,18 @@
 //! Building the application, serving it, and shutting it down in bounded time.
 
-use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::Router;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::api::{self, AppState};
+use crate::api::{self, App, AppState};
 use crate::config::{Config, ConfigError};
 use crate::orders::{Clock, OrderService, ServiceError};
 use crate::requests::{InProcessLink, Processor, Requestor};
+use crate::serve;
 use crate::sim::Simulator;
 use crate::store::{MemoryStore, OrderStore};
 use crate::tracking::Hub;
@@ -37,12 +36,78 @@ pub enum StartupError {
     Service(#[from] ServiceError),
 }
 
+/// Every part of the application but the socket: what [`Application::build`]
+/// serves, and what a simulation drives directly (`tower::ServiceExt::oneshot`
+/// on [`Parts::app`]) in virtual time, where real sockets cannot follow.
+pub struct Parts {
+    /// Every route, inside the layers every request passes through.
+    pub app: App,
+    /// The one write path and the reads.
+    pub service: OrderService,
+    /// The order-request requestor, whose state outlives HTTP on shutdown.
+    pub requestor: Requestor,
+    /// Cancelled to stop: parked polls answer, simulations and processing
+    /// streams stop, serving ends.
+    pub shutdown: CancellationToken,
+    /// Background tasks (simulations, processing streams) to wait for on
+    /// shutdown.
+    pub tracker: TaskTracker,
+}
+
+impl Parts {
+    /// Builds the store, hub, service, simulator, requestor, processor and
+    /// routes from `config`,
+    /// stamping orders with `clock`, and seeds the sample orders unless told
+    /// not to.
+    pub async fn build(config: &Config, clock: Clock) -> Result<Parts, StartupError> {
+        let timeouts = config.timeouts()?;
+        let policy = config.policy()?;
+        let shutdown = CancellationToken::new();
+        let tracker = TaskTracker::new();
+
+        let store: Arc<dyn OrderStore> = Arc::new(MemoryStore::new());
+        let hub = Hub::new(config.limits(), shutdown.clone());
+        let service = OrderService::new(store, hub, policy, timeouts, clock);
+        service.warm().await?;
+        if !config.no_sample_orders {
+            service.seed_samples().await?;
+        }
+        let simulator = Simulator::new(service.clone(), tracker.clone(), shutdown.clone());
+        let processor = Processor::new(tracker.clone(), shutdown.clone(), clock);
+        let requestor = Requestor::new(
+            service.clone(),
+            Arc::new(InProcessLink::new(processor.clone())),
+            tracker.clone(),
+            shutdown.clone(),
+            config.processing_speed,
+        );
+
+        let app = api::app(AppState {
+            service: service.clone(),
+            simulator,
+            requestor: requestor.clone(),
+            processor,
+            started: Instant::now(),
+            started_at: service.now(),
+            retry_after: config.retry_after,
+            stats_top_orders: config.stats_top_orders,
+        });
+        Ok(Parts {
+            app,
+            service,
+            requestor,
+            shutdown,
+            tracker,
+        })
+    }
+}
+
 /// A built application, bound and ready to serve.
 pub struct Application {
     /// The bound listening socket.
     listener: TcpListener,
-    /// Every route.
-    router: Router,
+    /// Every route, inside the layers every request passes through.
+    app: App,
     /// The address actually bound (port 0 resolved).
     local_addr: SocketAddr,
     /// Cancelled to stop: parked polls answer, simulations stop, serving ends.
@@ -60,41 +125,16 @@ pub struct Application {
 }
 
 impl Application {
-    /// Builds every part, seeds the sample orders unless told not to, and
-    /// binds the listener.
+    /// Builds every part on the system clock ([`Parts::build`]) and binds the
+    /// listener.
     pub async fn build(config: Config) -> Result<Application, StartupError> {
-        let timeouts = config.timeouts()?;
-        let policy = config.policy()?;
-        let shutdown = CancellationToken::new();
-        let tracker = TaskTracker::new();
-
-        let store: Arc<dyn OrderStore> = Arc::new(MemoryStore::new());
-        let hub = Hub::new(config.limits(), shutdown.clone());
-        let service = OrderService::new(store, hub, policy, timeouts, Clock::System);
-        service.warm().await?;
-        if !config.no_sample_orders {
-            service.seed_samples().await?;
-        }
-        let simulator = Simulator::new(service.clone(), tracker.clone(), shutdown.clone());
-        let processor = Processor::new(tracker.clone(), shutdown.clone(), Clock::System);
-        let requestor = Requestor::new(
-            service.clone(),
-            Arc::new(InProcessLink::new(processor.clone())),
-            tracker.clone(),
-            shutdown.clone(),
-            config.processing_speed,
-        );
-
-        let router = api::router(AppState {
-            service: service.clone(),
-            simulator,
-            requestor: requestor.clone(),
-            processor,
-            started: Instant::now(),
-            started_at: service.now(),
-            retry_after: config.retry_after,
-            stats_top_orders: config.stats_top_orders,
-        });
+        let Parts {
+            app,
+            service,
+            requestor,
+            shutdown,
+            tracker,
+        } = Parts::build(&config, Clock::System).await?;
         let listener = bind(&config.addr, config.listen_backlog).await?;
         let local_addr = listener
             .local_addr()
@@ -105,7 +145,7 @@ impl Application {
         tracing::info!(addr = %local_addr, "listening");
         Ok(Application {
             listener,
-            router,
+            app,
             local_addr,
             shutdown,
             tracker,
@@ -133,18 +173,24 @@ impl Application {
     }
 
     /// Serves until the shutdown token is cancelled, then answers every parked
-    /// poll, stops the simulations and processing streams and waits at most the grace period for
-    /// connections and tasks to finish.
+    /// poll, stops the simulations and processing streams, and waits at most
+    /// the grace period for connections and tasks to finish.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let stopping = self.shutdown.clone();
-        let serve = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(self.shutdown.clone().cancelled_owned())
-            .into_future();
+        // The accept loop runs as a task, on a worker thread, rather than
+        // wherever this future is polled (the main thread under
+        // `#[tokio::main]`): a task spawned from a worker goes to its local
+        // queue, while one spawned from outside goes through the runtime's
+        // shared queue and wakes a worker each time. That matters when
+        // thousands of phones reconnect at once.
+        let mut serving =
+            tokio::spawn(serve::serve(self.listener, self.app, self.shutdown.clone()));
         let grace = self.grace;
         tokio::select! {
-            served = serve => served?,
+            served = &mut serving => served.map_err(std::io::Error::other)?,
             () = async { stopping.cancelled().await; tokio::time::sleep(grace).await } => {
                 tracing::warn!(grace_secs = grace.as_secs(), "connections still open after the grace period; closing them");
+                serving.abort();
             }
         }
         self.tracker.close();

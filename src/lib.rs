@@ -23,8 +23,9 @@
 //!   duplicate-free processing streams) and the processor (simulated
 //!   sellers), joined by an in-process stream behind a trait.
 //! - [`api`]: axum routes, errors and the OpenAPI document.
-//! - [`app`], [`config`], [`telemetry`]: building, configuring, serving,
-//!   shutting down, logging.
+//! - [`app`], [`config`], [`telemetry`]: building, configuring, shutting
+//!   down, logging.
+//! - [`serve`]: the accept loop and the HTTP/1.1 connections.
 
 pub mod api;
 pub mod app;
@@ -32,6 +33,7 @@ pub mod config;
 pub mod domain;
 pub mod orders;
 pub mod requests;
+pub mod serve;
 pub mod sim;
 pub mod store;
 pub mod telemetry;

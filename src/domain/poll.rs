@@ -2,6 +2,7 @@
 //! cursor means, how long it may wait, and how soon it should come back.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::time::Duration;
 
 use super::order::{Order, Version};
@@ -12,6 +13,35 @@ use super::time::Timestamp;
 pub const DEFAULT_POLL_TIMEOUT_SECS: u64 = 30;
 /// Longest wait we grant; larger requests are clamped to it, in seconds.
 pub const MAX_POLL_TIMEOUT_SECS: u64 = 120;
+
+/// A parked poll may answer up to this fraction of its timeout early ...
+pub const TIMEOUT_JITTER_FRACTION: f64 = 0.1;
+/// ... and never more than this much early.
+pub const MAX_TIMEOUT_JITTER: Duration = Duration::from_secs(3);
+
+/// How long a parked poll actually waits: `timeout` shortened by a jitter of
+/// less than [`TIMEOUT_JITTER_FRACTION`] of it, capped at
+/// [`MAX_TIMEOUT_JITTER`], chosen by `seed`.
+///
+/// Phones that parked together (after a restart, a shared change, a
+/// reconnect storm) would otherwise all time out in the same instant and all
+/// come back in the same instant, every time. Spreading the expiries spreads
+/// the reconnects. Waiting less, never more, keeps the promise of `timeout`
+/// as the longest wait; the answer still reports the timeout granted. The
+/// same seed always gives the same wait.
+pub fn jittered(timeout: Duration, seed: u64) -> Duration {
+    let spread = timeout
+        .mul_f64(TIMEOUT_JITTER_FRACTION)
+        .min(MAX_TIMEOUT_JITTER);
+    // splitmix64: consecutive seeds land far apart.
+    let mut x = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^= x >> 31;
+    // The top 53 bits as a fraction in [0, 1).
+    let fraction = (x >> 11) as f64 / (1u64 << 53) as f64;
+    timeout.saturating_sub(spread.mul_f64(fraction))
+}
 
 /// What the client says it already has.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -173,12 +203,23 @@ impl PollPolicy {
     }
 }
 
-/// The human hint that accompanies `next_poll_interval`.
+/// The human hint that accompanies `next_poll_interval`, as text.
 pub fn battery_tip(next_poll_interval: u64) -> String {
-    match next_poll_interval {
-        0 => "Order complete - stop polling".to_owned(),
-        1 => "Next poll in 1 second".to_owned(),
-        secs => format!("Next poll in {secs} seconds"),
+    BatteryTip(next_poll_interval).to_string()
+}
+
+/// The human hint that accompanies a `next_poll_interval`; `Display` writes
+/// it without allocating, for answers rendered on every wake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatteryTip(pub u64);
+
+impl fmt::Display for BatteryTip {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            0 => f.write_str("Order complete - stop polling"),
+            1 => f.write_str("Next poll in 1 second"),
+            secs => write!(f, "Next poll in {secs} seconds"),
+        }
     }
 }
 
@@ -225,6 +266,32 @@ mod tests {
         assert!(PollPolicy::with_overrides([(OrderStatus::Expired, 5)]).is_err());
         assert!(PollPolicy::with_overrides([(OrderStatus::Requested, 0)]).is_err());
         assert!(PollPolicy::with_overrides([(OrderStatus::Ready, 0)]).is_err());
+    }
+
+    #[test]
+    fn jitter_shortens_by_less_than_a_tenth_capped_and_spreads() {
+        let thirty = Duration::from_secs(30);
+        let waits: Vec<Duration> = (0..1000).map(|seed| jittered(thirty, seed)).collect();
+        assert!(waits
+            .iter()
+            .all(|w| *w <= thirty && *w > thirty - Duration::from_secs(3)));
+        // Spread over the whole window, not bunched: every tenth of it is used.
+        let mut buckets = [0; 10];
+        for w in &waits {
+            let early = (thirty - *w).as_secs_f64() / 3.0;
+            buckets[((early * 10.0) as usize).min(9)] += 1;
+        }
+        assert!(buckets.iter().all(|&n| n > 50), "{buckets:?}");
+        // The cap: a two-minute poll answers at most 3 s early.
+        let two_minutes = Duration::from_secs(120);
+        assert!(
+            (0..1000).all(|seed| jittered(two_minutes, seed) > two_minutes - MAX_TIMEOUT_JITTER)
+        );
+        // Short waits stay above 90%; zero stays zero; seeds are repeatable.
+        assert!((0..1000)
+            .all(|seed| jittered(Duration::from_secs(1), seed) > Duration::from_millis(900)));
+        assert_eq!(jittered(Duration::ZERO, 7), Duration::ZERO);
+        assert_eq!(jittered(thirty, 42), jittered(thirty, 42));
     }
 
     #[test]

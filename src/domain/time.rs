@@ -52,9 +52,46 @@ impl Timestamp {
     }
 }
 
+/// The wire format, as a chrono format string. [`Timestamp`]'s `Display`
+/// writes the same text digit by digit: every order version renders three
+/// timestamps, and interpreting this string each time was the largest part of
+/// rendering an order (callgrind: about 5,000 instructions a timestamp,
+/// against a few hundred now).
+const WIRE_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.6fZ";
+
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0.format("%Y-%m-%dT%H:%M:%S%.6fZ"))
+        use chrono::{Datelike, Timelike};
+        let date = self.0.date_naive();
+        let time = self.0.time();
+        let Ok(year) = u32::try_from(date.year()) else {
+            return write!(f, "{}", self.0.format(WIRE_FORMAT));
+        };
+        if year > 9999 {
+            // Years chrono writes with a sign; only saturated far-future values.
+            return write!(f, "{}", self.0.format(WIRE_FORMAT));
+        }
+        // A leap second is a nanosecond count past 999,999,999; chrono writes
+        // it as second 60 with the remainder as the fraction.
+        let nanos = time.nanosecond();
+        let mut text = *b"0000-00-00T00:00:00.000000Z";
+        for (at, width, value) in [
+            (0, 4, year),
+            (5, 2, date.month()),
+            (8, 2, date.day()),
+            (11, 2, time.hour()),
+            (14, 2, time.minute()),
+            (17, 2, time.second() + nanos / 1_000_000_000),
+            (20, 6, nanos % 1_000_000_000 / 1_000),
+        ] {
+            let mut value = value;
+            for digit in text[at..at + width].iter_mut().rev() {
+                *digit = b'0' + (value % 10) as u8;
+                value /= 10;
+            }
+        }
+        // Invariant: ASCII digits written into an ASCII template.
+        f.write_str(std::str::from_utf8(&text).expect("the timestamp text is ASCII"))
     }
 }
 
@@ -144,6 +181,33 @@ mod tests {
         assert!(text.ends_with('Z'));
         assert!(!text.contains('+') && !text.contains(' '));
         assert_eq!(text.parse::<Timestamp>().unwrap(), now);
+    }
+
+    #[test]
+    fn display_writes_what_the_wire_format_says() {
+        let instants = [
+            "2025-01-12T20:30:00Z",
+            "2025-01-12T20:30:00.000001Z",
+            "1999-12-31T23:59:59.999999Z",
+            "0001-01-01T00:00:00Z",
+        ]
+        .map(ts)
+        .into_iter()
+        .chain([
+            Timestamp::new(Utc::now()),
+            Timestamp::new(DateTime::<Utc>::MAX_UTC),
+            Timestamp::new(DateTime::<Utc>::MIN_UTC),
+        ]);
+        for at in instants {
+            assert_eq!(at.to_string(), at.0.format(WIRE_FORMAT).to_string());
+        }
+        let leap = NaiveDateTime::parse_from_str("2016-12-31 23:59:60.5", "%Y-%m-%d %H:%M:%S%.f")
+            .unwrap()
+            .and_utc();
+        assert_eq!(
+            Timestamp::new(leap).to_string(),
+            leap.trunc_subsecs(6).format(WIRE_FORMAT).to_string()
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! The hub never touches storage, so a parked poll never awaits anything but
 //! its channel, its timer and the shutdown signal.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +17,7 @@ use dashmap::DashMap;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::domain::{Cursor, OrderId, OrderSnapshot};
+use crate::domain::{poll, Cursor, OrderId, OrderSnapshot};
 
 mod slot;
 mod stats;
@@ -65,6 +65,8 @@ struct Shared {
     limits: Limits,
     /// Polls parked right now, across all orders.
     parked: AtomicUsize,
+    /// Counts parked polls, to seed each one's timeout jitter.
+    parks: AtomicU64,
     /// What happened to the polls served so far.
     counters: Counters,
     /// Cancelled on shutdown: every parked poll answers at once.
@@ -107,6 +109,7 @@ impl Hub {
                 channels: DashMap::new(),
                 limits,
                 parked: AtomicUsize::new(0),
+                parks: AtomicU64::new(0),
                 counters: Counters::default(),
                 shutdown,
             }),
@@ -173,8 +176,10 @@ impl Hub {
     /// Answers at once when the client has no cursor or is behind, when the
     /// order is final, when `timeout` is zero (then `has_update` says whether
     /// the cursor was behind), or during shutdown. Otherwise it
-    /// takes a parking slot and waits for a change, the timeout or shutdown,
-    /// whichever comes first. It subscribes before reading the current state,
+    /// takes a parking slot and waits for a change, the timeout (shortened by
+    /// a small jitter, [`poll::jittered`], so polls parked together do not
+    /// all expire together) or shutdown, whichever comes first. It subscribes
+    /// before reading the current state,
     /// so a change that lands in between still wakes it.
     pub async fn long_poll(
         &self,
@@ -212,6 +217,8 @@ impl Hub {
         drop(current);
 
         let slot = ParkSlot::acquire(&self.shared, &channel)?;
+        let seed = self.shared.parks.fetch_add(1, Ordering::Relaxed);
+        let wait = poll::jittered(timeout, seed);
         let ending = tokio::select! {
             changed = rx.changed() => match changed {
                 Ok(()) => Ending::Woken,
@@ -219,7 +226,7 @@ impl Hub {
                 // going away, which is a shutdown for this poll.
                 Err(_) => Ending::Shutdown,
             },
-            () = tokio::time::sleep(timeout) => Ending::TimedOut,
+            () = tokio::time::sleep(wait) => Ending::TimedOut,
             () = self.shared.shutdown.cancelled() => Ending::Shutdown,
         };
         // Whatever woke us, answer with the newest state: a change that raced

@@ -173,8 +173,8 @@ fn read(
 /// (delivered, cancelled, expired) always answer at once with
 /// `next_poll_interval: 0`. Order requests are trackable from the moment
 /// they are initiated: seller-search progress (`seller_search`) and the
-/// confirmation wake parked polls like any status change. With `If-None-Match` and no change, the answer is
-/// `304 Not Modified`.
+/// confirmation wake parked polls like any status change. With
+/// `If-None-Match` and no change, the answer is `304 Not Modified`.
 ///
 /// At most 10 polls may park on one order (429 beyond) and a global cap
 /// applies (503 beyond); both send `Retry-After`.

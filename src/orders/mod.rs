@@ -207,7 +207,7 @@ impl OrderService {
 
     /// The one write path: validate `change` against the order's rules, store
     /// the result, publish it. Retries when another writer got in between.
-    #[tracing::instrument(skip(self), fields(order_id = %id))]
+    #[tracing::instrument(skip(self, id), fields(order_id = %id))]
     pub async fn apply(&self, id: &OrderId, change: OrderChange) -> Result<Applied> {
         for _ in 0..MAX_WRITE_ATTEMPTS {
             let current = self

@@ -9,6 +9,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::domain::status::UnknownStatus;
+use crate::domain::workflow::BadSpeed;
 use crate::orders::ServiceError;
 use crate::requests::transport::ProcessorError;
 use crate::requests::RequestError;
@@ -216,6 +217,12 @@ impl From<JsonRejection> for ApiError {
             JsonRejection::JsonDataError(err) => ApiError::InvalidBody(err.body_text()),
             other => ApiError::InvalidBody(other.body_text()),
         }
+    }
+}
+
+impl From<BadSpeed> for ApiError {
+    fn from(err: BadSpeed) -> ApiError {
+        ApiError::InvalidParameter(err.to_string())
     }
 }
 

@@ -128,12 +128,7 @@ pub async fn initiate(
 }
 
 fn options(params: InitiateParams) -> Result<ProcessingOptions> {
-    let speed = params
-        .speed
-        .as_deref()
-        .map(TimeScale::parse)
-        .transpose()
-        .map_err(|err| ApiError::InvalidParameter(err.to_string()))?;
+    let speed = params.speed.as_deref().map(TimeScale::parse).transpose()?;
     let scenario = params
         .scenario
         .as_deref()

@@ -8,7 +8,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::error::{ApiError, ErrorBody, Result};
+use super::error::{ErrorBody, Result};
 use super::extract::{AppQuery, OrderPath};
 use super::AppState;
 use crate::domain::{OrderId, TimeScale};
@@ -80,9 +80,7 @@ pub async fn start_simulation(
 ) -> Result<Response> {
     let speed = match params.speed.as_deref() {
         None => TimeScale::REAL_TIME,
-        Some(text) => {
-            TimeScale::parse(text).map_err(|err| ApiError::InvalidParameter(err.to_string()))?
-        }
+        Some(text) => TimeScale::parse(text)?,
     };
     let plan = state.simulator.start(&id, speed).await?;
     let body = SimulationStarted {

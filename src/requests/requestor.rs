@@ -139,6 +139,19 @@ pub struct NotesDictObj {
     pub added_time: Timestamp,
 }
 
+impl NotesDictObj {
+    /// The note as it crosses the link to the processor.
+    fn to_follow_up(&self, order_req_id: &OrderId) -> FollowUp {
+        FollowUp {
+            order_req_id: order_req_id.clone(),
+            follow_up_id: self.follow_up_id.clone(),
+            audience: self.audience.clone(),
+            content: self.content.clone(),
+            added_time: self.added_time,
+        }
+    }
+}
+
 /// The requestor's record of one request (seed 000's `OrderReqObj`).
 #[derive(Debug, Clone)]
 pub struct OrderReqObj {
@@ -484,13 +497,7 @@ impl Requestor {
                 tracked
                     .notes_dict_arr
                     .iter()
-                    .map(|note| FollowUp {
-                        order_req_id: id.clone(),
-                        follow_up_id: note.follow_up_id.clone(),
-                        audience: note.audience.clone(),
-                        content: note.content.clone(),
-                        added_time: note.added_time,
-                    })
+                    .map(|note| note.to_follow_up(id))
                     .collect()
             })
             .unwrap_or_default()
@@ -541,13 +548,7 @@ impl Requestor {
         };
         self.inner
             .link
-            .send_follow_up(FollowUp {
-                order_req_id: id.clone(),
-                follow_up_id: note.follow_up_id.clone(),
-                audience: note.audience.clone(),
-                content: note.content.clone(),
-                added_time: note.added_time,
-            })
+            .send_follow_up(note.to_follow_up(&id))
             .await?;
         self.inner
             .requests

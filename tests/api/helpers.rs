@@ -123,14 +123,7 @@ impl TestApp {
     }
 
     pub async fn create_order(&self, body: &Value) -> (StatusCode, Value) {
-        let response = self
-            .client
-            .post(self.url("/api/v1/orders"))
-            .json(body)
-            .send()
-            .await
-            .expect("request sent");
-        json_of(response).await
+        self.post_json("/api/v1/orders", body).await
     }
 
     pub async fn stats(&self) -> Value {

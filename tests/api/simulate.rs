@@ -8,8 +8,8 @@ use serde_json::{json, Value};
 use crate::helpers::{assert_error, json_of, spawn_app, TestApp, PROMPTLY};
 
 async fn simulate(app: &TestApp, id: &str, query: &str) -> (StatusCode, Value) {
-    let url = app.url(&format!("/api/v1/orders/{id}/simulate-workflow{query}"));
-    json_of(app.client.post(url).send().await.unwrap()).await
+    app.post(&format!("/api/v1/orders/{id}/simulate-workflow{query}"))
+        .await
 }
 
 async fn cancel(app: &TestApp, id: &str) -> (StatusCode, Value) {

@@ -14,8 +14,11 @@ use crate::orders::{Clock, OrderService, ServiceError};
 use crate::requests::{InProcessLink, Processor, Requestor};
 use crate::serve;
 use crate::sim::Simulator;
-use crate::store::{MemoryStore, OrderStore};
+use crate::store::StoreError;
 use crate::tracking::Hub;
+
+/// How often idempotency keys past their 24 hours are deleted.
+const KEY_PURGE_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// Why the application could not start.
 #[derive(Debug, thiserror::Error)]
@@ -32,7 +35,9 @@ pub enum StartupError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("cannot load orders: {0}")]
+    #[error("cannot open the store: {0}")]
+    Store(#[from] StoreError),
+    #[error("cannot create the sample orders: {0}")]
     Service(#[from] ServiceError),
 }
 
@@ -65,10 +70,15 @@ impl Parts {
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
 
-        let store: Arc<dyn OrderStore> = Arc::new(MemoryStore::new());
+        let store = crate::store::open(&config.database_url, config.db_pool_size).await?;
+        tracing::info!(backend = store.backend(), "store open");
         let hub = Hub::new(config.limits(), shutdown.clone());
         let service = OrderService::new(store, hub, policy, timeouts, clock);
-        service.warm().await?;
+        tracker.spawn(maintain(
+            service.clone(),
+            config.idle_eviction(),
+            shutdown.clone(),
+        ));
         if !config.no_sample_orders {
             service.seed_samples().await?;
         }
@@ -202,6 +212,32 @@ impl Application {
         }
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// Background upkeep until shutdown: drops idle orders from the hub's cache
+/// and forgets expired idempotency keys.
+async fn maintain(service: OrderService, idle: Duration, shutdown: CancellationToken) {
+    // Often enough that an idle order lives at most a quarter longer than
+    // `idle`, and never less often than once a minute.
+    let mut evict = tokio::time::interval((idle / 4).min(Duration::from_secs(60)));
+    let mut purge = tokio::time::interval(KEY_PURGE_INTERVAL);
+    evict.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = evict.tick() => {
+                let evicted = service.hub().evict_idle(idle);
+                if evicted > 0 {
+                    tracing::debug!(evicted, cached = service.hub().cached(), "idle orders evicted");
+                }
+            }
+            _ = purge.tick() => match service.purge_idempotency_keys().await {
+                Ok(0) => {}
+                Ok(purged) => tracing::info!(purged, "expired idempotency keys deleted"),
+                Err(err) => tracing::warn!(error = %err, "cannot delete expired idempotency keys"),
+            },
+        }
     }
 }
 

@@ -9,7 +9,10 @@ use clap::{Parser, ValueEnum};
 use crate::domain::poll::{BadPolicy, DEFAULT_POLL_TIMEOUT_SECS, MAX_POLL_TIMEOUT_SECS};
 use crate::domain::{OrderStatus, PollPolicy, TimeScale};
 use crate::orders::TimeoutSettings;
-use crate::tracking::{Limits, DEFAULT_MAX_PARKED_POLLS, DEFAULT_MAX_POLLERS_PER_ORDER};
+use crate::store::{DEFAULT_DATABASE_URL, DEFAULT_POOL_SIZE};
+use crate::tracking::{
+    Limits, DEFAULT_IDLE_EVICTION, DEFAULT_MAX_PARKED_POLLS, DEFAULT_MAX_POLLERS_PER_ORDER,
+};
 
 /// Address served when none is given.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:5001";
@@ -42,6 +45,23 @@ pub struct Config {
     /// Address to serve on, HOST:PORT. Port 0 picks a free port.
     #[arg(long, env = "ORDER_TRACKER_ADDR", default_value = DEFAULT_ADDR)]
     pub addr: String,
+
+    /// Where orders are kept: `sqlite:PATH` (created if missing; the
+    /// default is a file in the working directory), `postgres://USER@HOST/DB`,
+    /// or `memory:` (keeps nothing; for tests and benchmarks).
+    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
+    pub database_url: String,
+
+    /// Most connections the store's pool opens.
+    #[arg(long, env = "ORDER_TRACKER_DB_POOL_SIZE", default_value_t = DEFAULT_POOL_SIZE,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub db_pool_size: u32,
+
+    /// Seconds an order stays cached in memory with nobody watching it and no
+    /// change; then it is dropped and read from the store when next needed.
+    #[arg(long, env = "ORDER_TRACKER_IDLE_EVICTION", default_value_t = DEFAULT_IDLE_EVICTION.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub idle_eviction: u64,
 
     /// Most polls parked on one order at once; the next gets 429.
     #[arg(long, env = "ORDER_TRACKER_MAX_POLLERS_PER_ORDER", default_value_t = DEFAULT_MAX_POLLERS_PER_ORDER,
@@ -164,6 +184,10 @@ impl Config {
         )?)
     }
 
+    pub fn idle_eviction(&self) -> Duration {
+        Duration::from_secs(self.idle_eviction)
+    }
+
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace)
     }
@@ -177,6 +201,8 @@ mod tests {
     fn defaults_match_the_issue() {
         let config = Config::with_addr(DEFAULT_ADDR);
         assert_eq!(config.addr, "127.0.0.1:5001");
+        assert_eq!(config.database_url, "sqlite:order-tracker.db");
+        assert_eq!(config.idle_eviction(), Duration::from_secs(600));
         assert_eq!(config.max_pollers_per_order, 10);
         assert_eq!(
             config.timeouts().unwrap(),

@@ -27,6 +27,7 @@ as restaurant, or `expired`. Requestor and processor tracking state is in memory
         orders::create_order,
         orders::get_order,
         orders::update_status,
+        orders::history,
         track::track_order,
         simulate::start_simulation,
         simulate::cancel_simulation,

@@ -70,6 +70,10 @@ pub struct ErrorBody {
     pub error: &'static str,
     /// A sentence saying what was wrong, for people.
     pub message: String,
+    /// With `version_mismatch` (412) only: the order's version now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<u64>)]
+    pub current_version: Option<u64>,
 }
 
 impl ApiError {
@@ -144,7 +148,13 @@ fn service_status(err: &ServiceError) -> StatusCode {
         ServiceError::Poll(PollError::GlobalCap { .. }) => StatusCode::SERVICE_UNAVAILABLE,
         ServiceError::Poll(PollError::PerOrderCap { .. }) => StatusCode::TOO_MANY_REQUESTS,
         ServiceError::Poll(PollError::UnknownOrder) => StatusCode::NOT_FOUND,
-        ServiceError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        ServiceError::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
+        ServiceError::KeyReused(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        ServiceError::KeyInFlight(_) => StatusCode::CONFLICT,
+        ServiceError::Poll(PollError::CursorAhead)
+        | ServiceError::Store(_)
+        | ServiceError::KeyTaken => StatusCode::INTERNAL_SERVER_ERROR,
+        ServiceError::Stopping => StatusCode::SERVICE_UNAVAILABLE,
     }
 }
 
@@ -159,7 +169,13 @@ fn service_code(err: &ServiceError) -> &'static str {
         ServiceError::Invalid(_) => "validation_failed",
         ServiceError::Poll(PollError::GlobalCap { .. }) => "server_busy",
         ServiceError::Poll(PollError::PerOrderCap { .. }) => "too_many_pollers",
-        ServiceError::Store(_) => "internal_error",
+        ServiceError::PreconditionFailed { .. } => "version_mismatch",
+        ServiceError::KeyReused(_) => "idempotency_key_reused",
+        ServiceError::KeyInFlight(_) => "idempotency_key_in_flight",
+        ServiceError::Poll(PollError::CursorAhead)
+        | ServiceError::Store(_)
+        | ServiceError::KeyTaken => "internal_error",
+        ServiceError::Stopping => "shutting_down",
     }
 }
 
@@ -194,10 +210,15 @@ impl IntoResponse for ApiError {
         } else {
             self.to_string()
         };
+        let current_version = match &self {
+            ApiError::Service(ServiceError::PreconditionFailed { current, .. }) => Some(current.0),
+            _ => None,
+        };
         let body = ErrorBody {
             success: false,
             error: self.code(),
             message,
+            current_version,
         };
         let mut response = (status, Json(body)).into_response();
         if let ApiError::Busy { retry_after, .. } = self {

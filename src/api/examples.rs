@@ -47,6 +47,39 @@ pub fn order() -> Order {
         .expect("and changes the order")
 }
 
+/// The first page of order 101's history: created, then being prepared.
+pub fn history_response() -> Value {
+    use super::orders::HistoryResponse;
+    use crate::domain::{Attribution, Event, EventKind};
+    let order = order();
+    let mut metadata = serde_json::Map::new();
+    metadata.insert("station".into(), json!("oven-2"));
+    let created = Event {
+        version: crate::domain::Version::FIRST,
+        at: order.created_at,
+        kind: EventKind::Created,
+        status: OrderStatus::Confirmed,
+        ..Event::for_order(&order, EventKind::Created, Attribution::default(), None)
+    };
+    let preparing = Event::for_order(
+        &order,
+        EventKind::StatusChanged,
+        Attribution {
+            updated_by: Some("kitchen-tablet-3".into()),
+            notes: Some("Started on the pizzas".into()),
+            metadata: Some(metadata),
+        },
+        None,
+    );
+    // Invariant: plain data always serializes.
+    serde_json::to_value(HistoryResponse {
+        success: true,
+        data: vec![created.into(), preparing.into()],
+        next_after_version: None,
+    })
+    .expect("the example serializes")
+}
+
 /// `{"success": true, "data": <order>}`.
 pub fn order_response() -> Value {
     json!({"success": true, "data": order()})

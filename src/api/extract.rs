@@ -1,12 +1,19 @@
 //! Extractors whose rejections are our own [`ApiError`], so malformed input
 //! gets our JSON error body rather than axum's plain text.
 
-use axum::extract::{FromRequest, FromRequestParts, Path};
-use axum::http::header::IF_NONE_MATCH;
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use axum::http::header::{IF_MATCH, IF_NONE_MATCH};
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderName};
 
 use super::error::ApiError;
 use crate::domain::{OrderId, Version};
+use crate::orders::IdempotencyKey;
+
+/// The IETF draft's request header (draft-ietf-httpapi-idempotency-key-header).
+pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+/// Set on an answer replayed for a repeated `Idempotency-Key`.
+pub const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
 
 /// `axum::Json` with our rejection.
 #[derive(FromRequest)]
@@ -65,4 +72,83 @@ pub fn etag(version: Version) -> axum::http::HeaderValue {
     // Invariant: quotes around decimal digits are always a valid header value.
     axum::http::HeaderValue::from_bytes(&text[..digits.len() + 2])
         .expect("a quoted number is a valid header")
+}
+
+/// Longest `Idempotency-Key` we accept (Stripe's limit).
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+
+/// A state-changing request: its JSON body, its `Idempotency-Key` (scoped to
+/// the method and path, with a digest of the body) and its `If-Match`.
+pub struct WriteRequest<T> {
+    pub body: T,
+    pub idempotency: Option<IdempotencyKey>,
+    pub if_match: Option<Version>,
+}
+
+impl<S, T> FromRequest<S> for WriteRequest<T>
+where
+    S: Send + Sync,
+    T: serde::de::DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let method = request.method().as_str().to_owned();
+        let path = request.uri().path().to_owned();
+        let key = idempotency_key(request.headers())?;
+        let if_match = if_match(request.headers())?;
+        let AppJson(value) = AppJson::<serde_json::Value>::from_request(request, state).await?;
+        let body = T::deserialize(&value).map_err(|err| {
+            ApiError::InvalidBody(format!(
+                "Failed to deserialize the JSON body into the target type: {err}"
+            ))
+        })?;
+        Ok(WriteRequest {
+            body,
+            idempotency: key.map(|key| IdempotencyKey::new(&method, &path, key, &value)),
+            if_match,
+        })
+    }
+}
+
+/// Reads `Idempotency-Key`: 1 to [`MAX_IDEMPOTENCY_KEY_LEN`] visible ASCII
+/// characters (a UUID is typical).
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get(IDEMPOTENCY_KEY) else {
+        return Ok(None);
+    };
+    let bad = || {
+        ApiError::InvalidParameter(format!(
+            "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} visible ASCII characters, such as a UUID"
+        ))
+    };
+    let key = value.to_str().map_err(|_| bad())?.trim();
+    if key.is_empty()
+        || key.len() > MAX_IDEMPOTENCY_KEY_LEN
+        || !key.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(bad());
+    }
+    Ok(Some(key.to_owned()))
+}
+
+/// Reads `If-Match`: one strong entity tag, `"N"` (an order's `ETag`). `*`
+/// (any version) is the same as no condition.
+fn if_match(headers: &HeaderMap) -> Result<Option<Version>, ApiError> {
+    let Some(value) = headers.get(IF_MATCH) else {
+        return Ok(None);
+    };
+    let text = value.to_str().unwrap_or_default().trim();
+    if text == "*" {
+        return Ok(None);
+    }
+    text.strip_prefix('"')
+        .and_then(|rest| rest.strip_suffix('"'))
+        .and_then(|digits| digits.parse::<Version>().ok())
+        .map(Some)
+        .ok_or_else(|| {
+            ApiError::InvalidParameter(format!(
+                "If-Match must be one ETag of this order, such as \"3\" (with the quotes), or *; got '{text}'"
+            ))
+        })
 }

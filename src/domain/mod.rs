@@ -4,11 +4,13 @@
 //! - [`status`]: the lifecycle and its legal transitions.
 //! - [`order`]: the order, its ids and money, and [`Order::apply`], the one
 //!   function that computes an order's next state.
+//! - [`event`]: the immutable record of each accepted change.
 //! - [`snapshot`]: a version of an order as the notification path carries it.
 //! - [`poll`]: cursors, the timeout rule and the status → interval policy.
 //! - [`workflow`]: the seed's timeline, for estimates and the simulator.
 //! - [`time`]: timestamps that survive an unencoded query string.
 
+pub mod event;
 pub mod order;
 pub mod poll;
 pub mod snapshot;
@@ -16,11 +18,12 @@ pub mod status;
 pub mod time;
 pub mod workflow;
 
+pub use event::{Attribution, BadAttribution, Event, EventKind};
 pub use order::{
     BadId, ChangeError, CustomerId, Money, NewItemInput, NewOrder, NewOrderInput, Order,
     OrderChange, OrderId, OrderItem, SellerSearch, ValidationError, Version,
 };
-pub use poll::{Cursor, PollPolicy, PollTimeout};
+pub use poll::{Cursor, PollPolicy, PollTimeout, Standing};
 pub use snapshot::OrderSnapshot;
 pub use status::OrderStatus;
 pub use time::Timestamp;

@@ -58,22 +58,47 @@ pub enum Cursor {
     NextChange,
 }
 
+/// Where a client's cursor stands against an order's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    /// The order has moved on since the cursor: answer at once.
+    Behind,
+    /// The client has this state: wait for the next one.
+    Current,
+    /// The cursor names a state newer than this one: this copy of the order
+    /// may be stale (check the store), or the store lost what the client saw
+    /// (a restore from backup), or the client's clock runs ahead.
+    Ahead,
+}
+
 impl Cursor {
-    /// Whether `order` is a state the client has not seen yet.
-    ///
-    /// Any state other than the client's counts, not only newer ones: after a
-    /// restart of the in-memory server versions start again at 1, and a
-    /// client's clock may be ahead of ours. Answering at once in those cases
-    /// costs one response; parking would leave the client stale.
-    /// [`Cursor::NextChange`] has seen nothing yet, so it is behind; resolve it
-    /// with [`Cursor::pin`] before waiting.
-    pub fn is_behind(&self, order: &Order) -> bool {
+    /// Where the cursor stands against `order`. Versions and times compare
+    /// with `<`/`>`, never `!=`: a cursor ahead of what we hold is neither
+    /// trusted (parked on) nor dismissed (answered as if behind) until the
+    /// store has been asked. [`Cursor::NextChange`] has seen nothing yet, so
+    /// it is behind; resolve it with [`Cursor::pin`] before waiting.
+    pub fn standing(&self, order: &Order) -> Standing {
+        let compare = |ord: std::cmp::Ordering| match ord {
+            std::cmp::Ordering::Less => Standing::Behind,
+            std::cmp::Ordering::Equal => Standing::Current,
+            std::cmp::Ordering::Greater => Standing::Ahead,
+        };
         match self {
-            Cursor::Version(version) => *version != order.version,
-            Cursor::ETags(versions) => !versions.contains(&order.version),
-            Cursor::UpdatedAt(at) => *at != order.updated_at,
-            Cursor::NextChange => true,
+            Cursor::Version(version) => compare(version.cmp(&order.version)),
+            Cursor::ETags(versions) if versions.contains(&order.version) => Standing::Current,
+            Cursor::ETags(versions) => match versions.iter().max() {
+                Some(newest) => compare(newest.cmp(&order.version)),
+                None => Standing::Behind,
+            },
+            Cursor::UpdatedAt(at) => compare(at.cmp(&order.updated_at)),
+            Cursor::NextChange => Standing::Behind,
         }
+    }
+
+    /// Whether `order` is a state the client does not have: anything but
+    /// [`Standing::Current`].
+    pub fn lacks(&self, order: &Order) -> bool {
+        self.standing(order) != Standing::Current
     }
 
     /// The cursor to wait with, given the state at the start of the wait:

@@ -1,32 +1,47 @@
 //! The order service: the one write path, and the front door for readers.
 //!
-//! Every change, whoever asks for it (HTTP, simulator, the order-request
-//! requestor relaying its processor's progress),
-//! goes through [`OrderService::apply`]: compute the next state with the domain
-//! rules, store it with an optimistic version check, then publish the new
-//! snapshot to the hub, which wakes every parked poll of that order. A change
-//! the caller sees succeed is therefore stored and visible to every later read.
+//! Every change, whoever asks for it (HTTP, the simulator, the order-request
+//! requestor relaying its processor's progress), is a [`Command`] executed
+//! by [`OrderService::execute`]. The command goes to the process's one
+//! [`writer`] task, which decides it with the domain rules, commits the new
+//! snapshot and its event (and the request's idempotency record) in one
+//! transaction, publishes the committed snapshot to the hub, and replies. A
+//! change the caller sees succeed is therefore durable and visible to every
+//! later read and every parked poll.
+//!
+//! The service also owns the request-level rules around a change:
+//! idempotency keys (replay, reuse with another body, in flight) and
+//! `If-Match` (checked by the writer against the committed version).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use dashmap::DashMap;
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::WatchStream;
 
 use crate::domain::poll::BadTimeout;
 use crate::domain::{
-    ChangeError, Cursor, NewOrder, Order, OrderChange, OrderId, OrderSnapshot, OrderStatus,
-    PollPolicy, PollTimeout, ValidationError,
+    Attribution, ChangeError, Cursor, Event, NewOrder, Order, OrderChange, OrderId, OrderSnapshot,
+    OrderStatus, PollPolicy, PollTimeout, ValidationError, Version,
 };
 use crate::store::{OrderStore, StoreError};
 use crate::tracking::{Hub, PollError, PollOutcome};
 
 mod clock;
 mod samples;
+mod writer;
 
 pub use clock::Clock;
+pub use writer::MAX_BATCH;
 
-/// How often a write is retried when another writer got in between.
-const MAX_WRITE_ATTEMPTS: usize = 16;
+use writer::{Job, Reply, Writer};
+
+/// Longest history page.
+pub const MAX_HISTORY_PAGE: usize = 500;
+/// History page when the client gives no `limit`.
+pub const DEFAULT_HISTORY_PAGE: usize = 100;
 
 /// What can go wrong when reading or changing orders.
 #[derive(Debug, thiserror::Error)]
@@ -44,29 +59,131 @@ pub enum ServiceError {
     /// Other writers kept changing the order; the caller may retry.
     #[error("order {0} is changing too quickly; try again")]
     Contended(OrderId),
+    /// `If-Match` named a version the order is no longer at.
+    #[error(
+        "order {id} is at version {current}, not {expected} (If-Match); read it again and retry"
+    )]
+    PreconditionFailed {
+        id: OrderId,
+        expected: Version,
+        current: Version,
+    },
+    /// An idempotency key reused for a different request.
+    #[error("Idempotency-Key '{0}' was already used for a different request to this endpoint; use a new key for a new request")]
+    KeyReused(String),
+    /// A request with the same idempotency key is still being processed.
+    #[error(
+        "a request with Idempotency-Key '{0}' is still in progress; retry once it has finished"
+    )]
+    KeyInFlight(String),
     #[error("storage failed")]
-    Store(#[source] StoreError),
-}
-
-impl From<StoreError> for ServiceError {
-    fn from(err: StoreError) -> ServiceError {
-        match err {
-            StoreError::NotFound(id) => ServiceError::NotFound(id),
-            StoreError::AlreadyExists(id) => ServiceError::AlreadyExists(id),
-            other => ServiceError::Store(other),
-        }
-    }
+    Store(#[from] StoreError),
+    /// The writer found the idempotency key stored meanwhile (internal: the
+    /// service turns it into a replay).
+    #[error("idempotency key stored concurrently")]
+    KeyTaken,
+    /// The writer task is gone (the server is stopping).
+    #[error("the server is shutting down")]
+    Stopping,
 }
 
 pub type Result<T, E = ServiceError> = std::result::Result<T, E>;
 
-/// The result of [`OrderService::apply`].
+/// What a command does.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// Create an order at version 1.
+    Create(NewOrder),
+    /// Change an existing order.
+    Change { id: OrderId, change: OrderChange },
+}
+
+/// A request's `Idempotency-Key`, with what it is scoped to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKey {
+    /// The method and path (and later the caller): keys are unique within it.
+    pub scope: String,
+    /// The client's key.
+    pub key: String,
+    /// Digest of the request, to tell a retry from a different request.
+    pub fingerprint: String,
+}
+
+impl IdempotencyKey {
+    /// A key for a request to `method path` whose body is `body` (already
+    /// parsed, so formatting differences do not count as a different body).
+    pub fn new(method: &str, path: &str, key: String, body: &serde_json::Value) -> IdempotencyKey {
+        let scope = format!("{method} {path}");
+        let mut digest = Sha256::new();
+        digest.update(scope.as_bytes());
+        digest.update([0]);
+        digest.update(body.to_string().as_bytes());
+        let fingerprint = digest
+            .finalize()
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect();
+        IdempotencyKey {
+            scope,
+            key,
+            fingerprint,
+        }
+    }
+}
+
+/// One change someone asks for, with who asks and on what conditions.
+#[derive(Debug, Clone)]
+pub struct Command {
+    pub target: Target,
+    /// Who and why, recorded in the event.
+    pub attribution: Attribution,
+    /// `If-Match`: apply only if the order is still at this version.
+    pub if_match: Option<Version>,
+    /// `Idempotency-Key`: apply at most once; replay the first answer.
+    pub idempotency: Option<IdempotencyKey>,
+}
+
+impl Command {
+    /// A plain change with no conditions.
+    pub fn change(id: OrderId, change: OrderChange, attribution: Attribution) -> Command {
+        Command {
+            target: Target::Change { id, change },
+            attribution,
+            if_match: None,
+            idempotency: None,
+        }
+    }
+
+    /// A plain create with no conditions.
+    pub fn create(draft: NewOrder, attribution: Attribution) -> Command {
+        Command {
+            target: Target::Create(draft),
+            attribution,
+            if_match: None,
+            idempotency: None,
+        }
+    }
+}
+
+/// The result of [`OrderService::execute`].
 #[derive(Debug, Clone)]
 pub struct Applied {
-    /// The order after the change (or as it was, for a no-op).
+    /// The order after the change (or as it was, for a no-op; or as the first
+    /// answer had it, for a replay).
     pub snapshot: Arc<OrderSnapshot>,
-    /// False for an idempotent no-op: nothing stored, nobody woken.
+    /// False for an idempotent no-op or a replay: nothing stored, nobody woken.
     pub changed: bool,
+    /// The answer is a replay of an earlier request with the same
+    /// idempotency key.
+    pub replayed: bool,
+}
+
+/// A page of an order's history.
+#[derive(Debug, Clone)]
+pub struct HistoryPage {
+    pub events: Vec<Event>,
+    /// Pass as `after_version` for the next page; `None` on the last page.
+    pub next_after_version: Option<Version>,
 }
 
 /// The result of [`OrderService::track`].
@@ -104,19 +221,26 @@ pub struct OrderService {
 }
 
 struct Inner {
-    /// Where orders are kept; only this service touches it.
+    /// Where orders are kept. Only the writer commits; the service reads.
     store: Arc<dyn OrderStore>,
-    /// Where new versions are published; only this service publishes.
+    /// Where committed versions are published (by the writer) and polls wait.
     hub: Hub,
+    /// The writer task's queue: the one way to change an order.
+    writer: mpsc::Sender<Job>,
     /// Status → next poll interval.
     policy: PollPolicy,
     /// How long polls may wait.
     timeouts: TimeoutSettings,
     /// Source of `created_at`/`updated_at`.
     clock: Clock,
+    /// Idempotency keys of requests being processed now, so a concurrent
+    /// retry is told to wait (409) instead of racing the first.
+    in_flight: DashMap<(String, String), ()>,
 }
 
 impl OrderService {
+    /// Builds the service and starts its writer task, which runs until the
+    /// last clone of the service is dropped.
     pub fn new(
         store: Arc<dyn OrderStore>,
         hub: Hub,
@@ -124,13 +248,24 @@ impl OrderService {
         timeouts: TimeoutSettings,
         clock: Clock,
     ) -> OrderService {
+        let (writer, queue) = mpsc::channel(writer::QUEUE_DEPTH);
+        tokio::spawn(
+            Writer {
+                store: Arc::clone(&store),
+                hub: hub.clone(),
+                clock,
+            }
+            .run(queue),
+        );
         OrderService {
             inner: Arc::new(Inner {
                 store,
                 hub,
+                writer,
                 policy,
                 timeouts,
                 clock,
+                in_flight: DashMap::new(),
             }),
         }
     }
@@ -147,21 +282,25 @@ impl OrderService {
         self.inner.timeouts
     }
 
-    /// Loads every stored order into the hub, so the first poll of each never
-    /// waits on storage.
-    pub async fn warm(&self) -> Result<usize> {
-        let orders = self.inner.store.all().await?;
-        let count = orders.len();
-        for order in orders {
-            self.inner.hub.publish(Arc::new(OrderSnapshot::new(order)));
-        }
-        Ok(count)
+    /// `memory`, `sqlite` or `postgres`.
+    pub fn backend(&self) -> &'static str {
+        self.inner.store.backend()
+    }
+
+    /// Whether the store answers.
+    pub async fn ping(&self) -> Result<()> {
+        Ok(self.inner.store.ping().await?)
     }
 
     /// Creates the seed's sample orders 101, 102 and 103, skipping any that
     /// already exist.
     pub async fn seed_samples(&self) -> Result<()> {
         for draft in samples::orders() {
+            if let Some(id) = &draft.id {
+                if self.inner.store.exists(id).await? {
+                    continue;
+                }
+            }
             match self.create(draft).await {
                 Ok(_) | Err(ServiceError::AlreadyExists(_)) => {}
                 Err(err) => return Err(err),
@@ -171,19 +310,109 @@ impl OrderService {
     }
 
     /// Stores a new order at version 1 and makes it trackable.
-    #[tracing::instrument(skip_all, fields(order_id))]
     pub async fn create(&self, draft: NewOrder) -> Result<Arc<OrderSnapshot>> {
-        let id = match draft.id.clone() {
-            Some(id) => id,
-            None => new_order_id(),
+        Ok(self
+            .execute(Command::create(draft, Attribution::default()))
+            .await?
+            .snapshot)
+    }
+
+    /// Changes an order on behalf of an in-process caller (the simulator,
+    /// the requestor), with no conditions.
+    pub async fn apply(
+        &self,
+        id: &OrderId,
+        change: OrderChange,
+        attribution: Attribution,
+    ) -> Result<Applied> {
+        self.execute(Command::change(id.clone(), change, attribution))
+            .await
+    }
+
+    /// The one write path: hands `command` to the writer and waits for the
+    /// committed (and published) result.
+    ///
+    /// With an idempotency key, a stored answer to the same request is
+    /// replayed, a stored answer to a different request is
+    /// [`ServiceError::KeyReused`], and a request still in progress here is
+    /// [`ServiceError::KeyInFlight`]. Only successful changes are stored:
+    /// a request that failed changed nothing, so its retry is tried afresh.
+    #[tracing::instrument(skip_all, fields(order_id))]
+    pub async fn execute(&self, command: Command) -> Result<Applied> {
+        if let Target::Change { id, .. } = &command.target {
+            tracing::Span::current().record("order_id", tracing::field::display(id));
+        }
+        let Some(key) = command.idempotency.clone() else {
+            return self.send(command).await;
         };
-        tracing::Span::current().record("order_id", tracing::field::display(&id));
-        let order = Order::create(id, draft, self.inner.clock.now());
-        self.inner.store.insert(&order).await?;
-        let snapshot = Arc::new(OrderSnapshot::new(order));
-        self.inner.hub.publish(Arc::clone(&snapshot));
-        tracing::info!(status = %snapshot.order().status, "order created");
-        Ok(snapshot)
+        let _claim = self.claim(&key)?;
+        if let Some(replay) = self.replay(&key).await? {
+            return Ok(replay);
+        }
+        match self.send(command).await {
+            Err(ServiceError::KeyTaken) => self
+                .replay(&key)
+                .await?
+                // Stored by another instance, then expired at once: not
+                // expected with a 24 h window; report it as a conflict.
+                .ok_or_else(|| ServiceError::KeyInFlight(key.key.clone())),
+            other => other,
+        }
+    }
+
+    /// Sends `command` to the writer and awaits its answer.
+    async fn send(&self, command: Command) -> Result<Applied> {
+        let (job, reply) = Job::new(command);
+        self.inner
+            .writer
+            .send(job)
+            .await
+            .map_err(|_| ServiceError::Stopping)?;
+        match reply.await.map_err(|_| ServiceError::Stopping)?? {
+            Reply::Done(applied) => Ok(applied),
+            Reply::KeyTaken => Err(ServiceError::KeyTaken),
+        }
+    }
+
+    /// Marks `key` as in progress here until the guard drops.
+    fn claim(&self, key: &IdempotencyKey) -> Result<InFlight> {
+        use dashmap::mapref::entry::Entry;
+        let slot = (key.scope.clone(), key.key.clone());
+        match self.inner.in_flight.entry(slot.clone()) {
+            Entry::Occupied(_) => Err(ServiceError::KeyInFlight(key.key.clone())),
+            Entry::Vacant(entry) => {
+                entry.insert(());
+                Ok(InFlight {
+                    service: self.clone(),
+                    slot,
+                })
+            }
+        }
+    }
+
+    /// The stored answer for `key`, if any: replayed when the request is
+    /// the same, refused when it is not.
+    async fn replay(&self, key: &IdempotencyKey) -> Result<Option<Applied>> {
+        let since = writer::key_cutoff(self.inner.clock.now());
+        let Some(record) = self
+            .inner
+            .store
+            .idempotency(&key.scope, &key.key, since)
+            .await?
+        else {
+            return Ok(None);
+        };
+        if record.fingerprint != key.fingerprint {
+            return Err(ServiceError::KeyReused(key.key.clone()));
+        }
+        let order: Order = serde_json::from_str(&record.response).map_err(|err| {
+            ServiceError::Store(StoreError::Corrupt(format!("stored answer: {err}")))
+        })?;
+        Ok(Some(Applied {
+            snapshot: Arc::new(OrderSnapshot::new(order)),
+            changed: false,
+            replayed: true,
+        }))
     }
 
     /// The order's latest version.
@@ -191,78 +420,52 @@ impl OrderService {
         if let Some(snapshot) = self.inner.hub.latest(id) {
             return Ok(snapshot);
         }
+        self.load(id).await
+    }
+
+    /// Reads the order from the store and publishes it to the hub (which
+    /// keeps the newer of what it has and this); returns the hub's latest.
+    async fn load(&self, id: &OrderId) -> Result<Arc<OrderSnapshot>> {
         let order = self
             .inner
             .store
             .get(id)
             .await?
             .ok_or_else(|| ServiceError::NotFound(id.clone()))?;
-        self.inner.hub.publish(Arc::new(OrderSnapshot::new(order)));
-        // Just published; a newer version may have overtaken it, never an older.
-        self.inner
-            .hub
-            .latest(id)
-            .ok_or_else(|| ServiceError::NotFound(id.clone()))
+        let loaded = Arc::new(OrderSnapshot::new(order));
+        self.inner.hub.publish(Arc::clone(&loaded));
+        // A newer version may have overtaken it, never an older one; if the
+        // hub dropped the order meanwhile, what we read is still true.
+        Ok(self.inner.hub.latest(id).unwrap_or(loaded))
     }
 
-    /// The one write path: validate `change` against the order's rules, store
-    /// the result, publish it. Retries when another writer got in between.
-    #[tracing::instrument(skip(self, id), fields(order_id = %id))]
-    pub async fn apply(&self, id: &OrderId, change: OrderChange) -> Result<Applied> {
-        for _ in 0..MAX_WRITE_ATTEMPTS {
-            let current = self
-                .inner
-                .store
-                .get(id)
-                .await?
-                .ok_or_else(|| ServiceError::NotFound(id.clone()))?;
-            let Some(next) = current.apply(&change, self.inner.clock.now())? else {
-                return Ok(Applied {
-                    snapshot: self.snapshot_of(current),
-                    changed: false,
-                });
-            };
-            match self.inner.store.update(&next, current.version).await {
-                Ok(()) => {
-                    let snapshot = Arc::new(OrderSnapshot::new(next));
-                    self.inner.hub.publish(Arc::clone(&snapshot));
-                    // Let the polls this change just woke answer before the
-                    // write is acknowledged. On a busy worker they would
-                    // otherwise queue behind the next writes that the
-                    // acknowledgement lets in; waking phones is what the
-                    // service is for, and this also paces a writer by the
-                    // fan-out it causes (Nchan delivers in-process before it
-                    // answers the publisher, too). Measured at 10,000 parked
-                    // polls: wake p99 0.60 -> 0.41 ms with one writer, 1.72 ->
-                    // 1.23 ms with four (BENCHMARKS.md).
-                    tokio::task::yield_now().await;
-                    tracing::info!(
-                        from = %current.status,
-                        to = %snapshot.order().status,
-                        version = %snapshot.version(),
-                        "order changed"
-                    );
-                    return Ok(Applied {
-                        snapshot,
-                        changed: true,
-                    });
-                }
-                Err(StoreError::VersionConflict { .. }) => continue,
-                Err(err) => return Err(err.into()),
-            }
+    /// A page of the order's events after version `after`, oldest first.
+    pub async fn history(&self, id: &OrderId, after: Version, limit: usize) -> Result<HistoryPage> {
+        let limit = limit.clamp(1, MAX_HISTORY_PAGE);
+        // One more than asked tells whether another page follows.
+        let mut events = self.inner.store.history(id, after, limit + 1).await?;
+        if events.is_empty() && !self.inner.store.exists(id).await? {
+            return Err(ServiceError::NotFound(id.clone()));
         }
-        Err(ServiceError::Contended(id.clone()))
+        let more = events.len() > limit;
+        events.truncate(limit);
+        let next_after_version = more.then(|| events.last().map(|e| e.version)).flatten();
+        Ok(HistoryPage {
+            events,
+            next_after_version,
+        })
     }
 
     /// The order's current version, then every newer one as it is published.
     /// For in-process readers that must react to changes made by others (the
     /// requestor stops seeking a seller once an order is cancelled). Versions
-    /// published in quick succession may be seen only as the latest.
+    /// published in quick succession may be seen only as the latest. The
+    /// subscription keeps the order in the hub's cache.
     pub async fn changes(&self, id: &OrderId) -> Result<WatchStream<Arc<OrderSnapshot>>> {
         if let Some(rx) = self.inner.hub.subscribe(id) {
             return Ok(WatchStream::new(rx));
         }
-        self.get(id).await?;
+        self.load(id).await?;
         self.inner
             .hub
             .subscribe(id)
@@ -286,6 +489,13 @@ impl OrderService {
 
     /// Serves one long poll: at once if the client is behind, else parked
     /// until the order changes, the timeout passes or the server shuts down.
+    ///
+    /// An order the hub does not hold is loaded from the store first. A
+    /// cursor ahead of the hub's copy is checked against the store: if the
+    /// store has moved on, the hub catches up and the poll goes on from
+    /// there (parking if the store is exactly at the cursor); if the store
+    /// is behind the cursor too (a restore from backup, a client's clock),
+    /// the stored state is answered at once.
     pub async fn track(
         &self,
         id: &OrderId,
@@ -293,12 +503,19 @@ impl OrderService {
         timeout: PollTimeout,
     ) -> Result<Tracked> {
         let hub = &self.inner.hub;
-        let outcome = match hub.long_poll(id, cursor.clone(), timeout.duration()).await {
+        let poll = |resolved| hub.long_poll(id, cursor.clone(), timeout.duration(), resolved);
+        let outcome = match poll(false).await {
             Err(PollError::UnknownOrder) => {
-                // Not in the hub yet (a store shared with other instances):
-                // load it, then poll for real.
-                self.get(id).await?;
-                hub.long_poll(id, cursor, timeout.duration()).await
+                self.load(id).await?;
+                match poll(false).await {
+                    // Just read from the store: what it has is all there is.
+                    Err(PollError::CursorAhead) => poll(true).await,
+                    other => other,
+                }
+            }
+            Err(PollError::CursorAhead) => {
+                self.load(id).await?;
+                poll(true).await
             }
             other => other,
         }
@@ -322,18 +539,28 @@ impl OrderService {
         Ok(self.inner.store.count_by_status().await?)
     }
 
-    /// A snapshot for a stored order: the hub's if it is the same version,
-    /// so the JSON is not rendered twice.
-    fn snapshot_of(&self, order: Order) -> Arc<OrderSnapshot> {
-        match self.inner.hub.latest(&order.id) {
-            Some(snapshot) if snapshot.version() == order.version => snapshot,
-            _ => Arc::new(OrderSnapshot::new(order)),
-        }
+    /// Forgets idempotency keys older than their 24 hours; returns how many.
+    pub async fn purge_idempotency_keys(&self) -> Result<u64> {
+        let before = writer::key_cutoff(self.inner.clock.now());
+        Ok(self.inner.store.purge_idempotency(before).await?)
+    }
+}
+
+/// An idempotency key in progress; released on drop, even when the caller
+/// hangs up.
+struct InFlight {
+    service: OrderService,
+    slot: (String, String),
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.service.inner.in_flight.remove(&self.slot);
     }
 }
 
 /// A fresh random order id, for clients that do not bring their own.
-fn new_order_id() -> OrderId {
+pub(crate) fn new_order_id() -> OrderId {
     let id = format!("ord_{}", uuid::Uuid::new_v4().simple());
     // Invariant: "ord_" plus 32 hex digits is 36 valid id characters.
     id.parse().expect("generated ids are valid")

@@ -33,11 +33,13 @@ use super::transport::{
     EventStream, FollowUp, ProcessingEvent, ProcessorError, ProcessorLink, StreamRequest,
 };
 use crate::domain::{
-    ChangeError, OrderChange, OrderId, OrderSnapshot, OrderStatus, TimeScale, Timestamp,
-    ValidationError,
+    Attribution, ChangeError, OrderChange, OrderId, OrderSnapshot, OrderStatus, TimeScale,
+    Timestamp, ValidationError,
 };
 use crate::orders::{OrderService, ServiceError};
 
+/// `updated_by` of the changes the order-request processor's progress makes.
+pub const REQUESTOR: &str = "order-request processor";
 /// Longest `/stop` waits for the stream to finish before answering.
 pub const STOP_WAIT: Duration = Duration::from_secs(5);
 
@@ -473,7 +475,7 @@ impl Requestor {
         match self
             .inner
             .service
-            .apply(id, OrderChange::RestartSearch)
+            .apply(id, OrderChange::RestartSearch, Attribution::by(REQUESTOR))
             .await
         {
             Ok(_) => Ok(()),
@@ -718,7 +720,11 @@ async fn consume(
             sellers_contacted,
             proposals_received,
         });
-        match inner.service.apply(&id, change).await {
+        match inner
+            .service
+            .apply(&id, change, Attribution::by(REQUESTOR))
+            .await
+        {
             Ok(_) => {}
             Err(ServiceError::Change(ChangeError::NotRequested { status })) => {
                 break (

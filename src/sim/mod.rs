@@ -17,8 +17,13 @@ use tokio_util::task::TaskTracker;
 use utoipa::ToSchema;
 
 use crate::domain::workflow::{self, Stage};
-use crate::domain::{ChangeError, OrderChange, OrderId, OrderStatus, TimeScale, Timestamp};
+use crate::domain::{
+    Attribution, ChangeError, OrderChange, OrderId, OrderStatus, TimeScale, Timestamp,
+};
 use crate::orders::{OrderService, ServiceError};
+
+/// `updated_by` of the changes a simulation makes.
+pub const SIMULATOR: &str = "simulator";
 
 /// Why a simulation could not be started or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -230,7 +235,10 @@ async fn drive(
             () = tokio::time::sleep_until(due) => {}
         }
         let next = following(stages, index);
-        match service.apply(id, OrderChange::SetStatus(next)).await {
+        match service
+            .apply(id, OrderChange::SetStatus(next), Attribution::by(SIMULATOR))
+            .await
+        {
             Ok(_) => {}
             // Someone else moved the order past this step: skip it, unless the
             // order is already final.

@@ -1,74 +1,154 @@
-//! The in-memory store: the default until a durable one lands. Everything is
-//! lost on restart.
+//! The in-memory store, for tests and benchmarks (`--database-url memory:`).
+//! Same contract as the durable stores; everything is lost on exit.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
 
 use async_trait::async_trait;
-use dashmap::mapref::entry::Entry;
-use dashmap::DashMap;
 
-use super::{OrderStore, StoreError};
-use crate::domain::{Order, OrderId, OrderStatus, Version};
+use super::{Commit, CommitOutcome, IdempotencyRecord, OrderStore, Poisoned, StoreError};
+use crate::domain::{Event, Order, OrderId, OrderStatus, Timestamp, Version};
 
-/// Orders in a concurrent map; each operation holds one shard lock briefly and
-/// never across an await.
+/// Everything behind one lock, so a batch commits atomically. The lock is a
+/// `std` mutex: it is never held across an `.await`.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
-    /// Every order by id, at its latest version.
-    orders: DashMap<OrderId, Order>,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Every order at its latest version.
+    orders: HashMap<OrderId, Order>,
+    /// Every order's events, in version order.
+    events: HashMap<OrderId, Vec<Event>>,
+    /// Idempotency records by (scope, key).
+    keys: HashMap<(String, String), IdempotencyRecord>,
 }
 
 impl MemoryStore {
     pub fn new() -> MemoryStore {
         MemoryStore::default()
     }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave a half-applied commit
+        // (each commit is checked before anything is written), so the data
+        // behind a poisoned lock is still consistent.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl State {
+    fn commit_one(&mut self, commit: &Commit) -> CommitOutcome {
+        let order = commit.order();
+        let stored = self.orders.get(&order.id).map(|o| o.version);
+        match (commit.expected, stored) {
+            (None, Some(_)) => return CommitOutcome::Exists,
+            (Some(expected), Some(actual)) if expected == actual => {}
+            (Some(_), _) => return CommitOutcome::Conflict,
+            (None, None) => {}
+        }
+        if let Some(record) = &commit.idempotency {
+            let slot = (record.scope.clone(), record.key.clone());
+            // Expired records may be replaced, as the SQL stores do.
+            match self.keys.get(&slot) {
+                Some(existing) if existing.created_at >= record.expires_before() => {
+                    return CommitOutcome::KeyTaken
+                }
+                _ => {}
+            }
+            self.keys.insert(slot, record.clone());
+        }
+        self.orders.insert(order.id.clone(), order.clone());
+        self.events
+            .entry(order.id.clone())
+            .or_default()
+            .push(commit.event.clone());
+        CommitOutcome::Committed
+    }
 }
 
 #[async_trait]
 impl OrderStore for MemoryStore {
-    async fn insert(&self, order: &Order) -> Result<(), StoreError> {
-        match self.orders.entry(order.id.clone()) {
-            Entry::Occupied(_) => Err(StoreError::AlreadyExists(order.id.clone())),
-            Entry::Vacant(slot) => {
-                slot.insert(order.clone());
-                Ok(())
-            }
-        }
+    async fn commit(&self, batch: &[Commit]) -> Result<Vec<CommitOutcome>, StoreError> {
+        let mut state = self.state();
+        let mut poisoned = Poisoned::default();
+        Ok(batch
+            .iter()
+            .map(|commit| {
+                if poisoned.contains(commit) {
+                    return CommitOutcome::Conflict;
+                }
+                match state.commit_one(commit) {
+                    CommitOutcome::Committed => CommitOutcome::Committed,
+                    failed => poisoned.fail(commit, failed),
+                }
+            })
+            .collect())
     }
 
     async fn get(&self, id: &OrderId) -> Result<Option<Order>, StoreError> {
-        Ok(self.orders.get(id).map(|order| order.clone()))
+        Ok(self.state().orders.get(id).cloned())
     }
 
-    async fn update(&self, order: &Order, expected: Version) -> Result<(), StoreError> {
-        let mut stored = self
-            .orders
-            .get_mut(&order.id)
-            .ok_or_else(|| StoreError::NotFound(order.id.clone()))?;
-        if stored.version != expected {
-            return Err(StoreError::VersionConflict {
-                id: order.id.clone(),
-                expected,
-                actual: stored.version,
-            });
-        }
-        *stored = order.clone();
-        Ok(())
-    }
-
-    async fn all(&self) -> Result<Vec<Order>, StoreError> {
+    async fn history(
+        &self,
+        id: &OrderId,
+        after: Version,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
         Ok(self
-            .orders
-            .iter()
-            .map(|entry| entry.value().clone())
-            .collect())
+            .state()
+            .events
+            .get(id)
+            .map(|events| {
+                events
+                    .iter()
+                    .filter(|e| e.version > after)
+                    .take(limit)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default())
     }
 
     async fn count_by_status(&self) -> Result<BTreeMap<OrderStatus, u64>, StoreError> {
         let mut counts = BTreeMap::new();
-        for entry in self.orders.iter() {
-            *counts.entry(entry.status).or_insert(0) += 1;
+        for order in self.state().orders.values() {
+            *counts.entry(order.status).or_insert(0) += 1;
         }
         Ok(counts)
+    }
+
+    async fn idempotency(
+        &self,
+        scope: &str,
+        key: &str,
+        since: Timestamp,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        Ok(self
+            .state()
+            .keys
+            .get(&(scope.to_owned(), key.to_owned()))
+            .filter(|record| record.created_at >= since)
+            .cloned())
+    }
+
+    async fn purge_idempotency(&self, before: Timestamp) -> Result<u64, StoreError> {
+        let mut state = self.state();
+        let len = state.keys.len();
+        state.keys.retain(|_, record| record.created_at >= before);
+        Ok((len - state.keys.len()) as u64)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn backend(&self) -> &'static str {
+        "memory"
     }
 }

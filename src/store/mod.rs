@@ -1,55 +1,252 @@
-//! Where orders are kept. The service is the only caller; nothing else may
-//! touch a store, so every change goes through the one write path.
+//! Where orders are kept: each order's current snapshot and its append-only
+//! events, plus the idempotency keys of the requests that changed them.
 //!
-//! Stores do optimistic locking: [`OrderStore::update`] only succeeds when the
-//! stored version is the one the caller read. That keeps concurrent writers
-//! (two PUTs, a PUT and the simulator, later several instances) from
-//! overwriting each other without a lock held across awaits.
+//! Only the order service's writer commits (one write path); readers may
+//! query (an order, its history, counts). Three implementations keep one
+//! contract, checked by one test suite ([`contract`]):
+//!
+//! - [`SqliteStore`], the embedded default: one file, WAL, `synchronous=FULL`.
+//! - [`PostgresStore`], for production and several instances.
+//! - [`MemoryStore`], for tests and benchmarks; it keeps nothing.
+//!
+//! A [`Commit`] is one accepted change: the order's new snapshot, its event
+//! and optionally the idempotency record of the request. [`OrderStore::commit`]
+//! writes a whole batch of them in one transaction (group commit), checking
+//! each order's expected version in the same statement that replaces it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::domain::{Order, OrderId, OrderStatus, Version};
+use crate::domain::{Event, Order, OrderId, OrderSnapshot, OrderStatus, Timestamp, Version};
 
+#[cfg(test)]
+mod contract;
 mod memory;
+mod postgres;
+mod sqlite;
 
 pub use memory::MemoryStore;
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+
+/// The database URL used when none is given: a SQLite file in the working
+/// directory, created on first start.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite:order-tracker.db";
+/// How many connections a store's pool opens at most.
+pub const DEFAULT_POOL_SIZE: u32 = 8;
 
 /// What can go wrong in a store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("order {0} already exists")]
-    AlreadyExists(OrderId),
-    #[error("order {0} does not exist")]
-    NotFound(OrderId),
-    /// Someone else changed the order since the caller read it.
-    #[error("order {id} is at version {actual}, not {expected}")]
-    VersionConflict {
-        id: OrderId,
-        expected: Version,
-        actual: Version,
-    },
-    /// The storage backend failed; the message is for logs, not clients.
+    /// The backend failed (connection lost, disk full, ...); the message is
+    /// for logs, not clients.
     #[error("storage backend failed: {0}")]
     Backend(String),
+    /// A stored row could not be read back into our types.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("cannot open the database: {0}")]
+    Open(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(err: sqlx::Error) -> StoreError {
+        StoreError::Backend(err.to_string())
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(err: sqlx::migrate::MigrateError) -> StoreError {
+        StoreError::Open(format!("migrations failed: {err}"))
+    }
+}
+
+/// The stored answer to a request that carried an `Idempotency-Key`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyRecord {
+    /// What the key is unique within: the method and path (and, once callers
+    /// authenticate, the caller).
+    pub scope: String,
+    /// The client's key.
+    pub key: String,
+    /// Digest of the request (method, path, body), to tell a retry from a
+    /// different request reusing the key.
+    pub fingerprint: String,
+    /// The order the request changed, and the version it produced.
+    pub order_id: OrderId,
+    pub version: Version,
+    /// The order's JSON as the first answer carried it.
+    pub response: String,
+    pub created_at: Timestamp,
+}
+
+/// One accepted change, to commit atomically.
+#[derive(Debug, Clone)]
+pub struct Commit {
+    /// The order after the change, with its JSON already rendered (stored as
+    /// the snapshot row).
+    pub snapshot: Arc<OrderSnapshot>,
+    /// The version the stored order must still be at; `None` creates it.
+    pub expected: Option<Version>,
+    /// The event recording the change.
+    pub event: Event,
+    /// The request's idempotency record, stored with the change.
+    pub idempotency: Option<IdempotencyRecord>,
+}
+
+/// How long an idempotency key is remembered (the IETF draft and Stripe: 24 h).
+pub fn idempotency_ttl() -> chrono::TimeDelta {
+    chrono::TimeDelta::hours(24)
+}
+
+impl IdempotencyRecord {
+    /// A record of the same key stored before this instant has expired, and
+    /// this one may replace it.
+    pub fn expires_before(&self) -> Timestamp {
+        self.created_at.plus(-idempotency_ttl())
+    }
+}
+
+impl Commit {
+    pub fn order(&self) -> &Order {
+        self.snapshot.order()
+    }
+}
+
+/// What became of one [`Commit`] of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitOutcome {
+    Committed,
+    /// The order is not at the expected version (or does not exist): another
+    /// writer got in between. Nothing of this commit was written.
+    Conflict,
+    /// A create for an id that is taken. Nothing was written.
+    Exists,
+    /// The idempotency key is already stored (another instance, or a race):
+    /// nothing was written; the caller replays the stored answer.
+    KeyTaken,
 }
 
 /// Durable (or not) home of every order.
 #[async_trait]
 pub trait OrderStore: Send + Sync + 'static {
-    /// Stores a new order; fails with `AlreadyExists` if its id is taken.
-    async fn insert(&self, order: &Order) -> Result<(), StoreError>;
+    /// Commits `batch` in one transaction. Each commit succeeds or fails on
+    /// its own (the outcome at the same index); a failed commit leaves
+    /// nothing behind, and every later commit of the same order in the batch
+    /// fails with [`CommitOutcome::Conflict`], since it was computed from
+    /// state that was never stored. `Err` means the whole batch failed and
+    /// nothing was written.
+    async fn commit(&self, batch: &[Commit]) -> Result<Vec<CommitOutcome>, StoreError>;
 
     /// The stored order, if any.
     async fn get(&self, id: &OrderId) -> Result<Option<Order>, StoreError>;
 
-    /// Replaces the order if the stored one is still at `expected`.
-    async fn update(&self, order: &Order, expected: Version) -> Result<(), StoreError>;
+    /// Whether the order exists (without reading it).
+    async fn exists(&self, id: &OrderId) -> Result<bool, StoreError> {
+        Ok(self.get(id).await?.is_some())
+    }
 
-    /// Every stored order, to warm the notification hub at start.
-    async fn all(&self) -> Result<Vec<Order>, StoreError>;
+    /// The order's events after version `after`, oldest first, at most
+    /// `limit` of them.
+    async fn history(
+        &self,
+        id: &OrderId,
+        after: Version,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError>;
 
     /// How many orders are in each status.
     async fn count_by_status(&self) -> Result<BTreeMap<OrderStatus, u64>, StoreError>;
+
+    /// The record of `key` in `scope`, if it was stored at or after `since`.
+    async fn idempotency(
+        &self,
+        scope: &str,
+        key: &str,
+        since: Timestamp,
+    ) -> Result<Option<IdempotencyRecord>, StoreError>;
+
+    /// Deletes idempotency records stored before `before`; returns how many.
+    async fn purge_idempotency(&self, before: Timestamp) -> Result<u64, StoreError>;
+
+    /// Checks that the backend answers, for readiness.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// `memory`, `sqlite` or `postgres`.
+    fn backend(&self) -> &'static str;
+}
+
+/// Opens the store a database URL names, running migrations:
+/// `memory:`, `sqlite:PATH` (created if missing) or `postgres://…`.
+pub async fn open(url: &str, pool_size: u32) -> Result<Arc<dyn OrderStore>, StoreError> {
+    if url == "memory:" || url == "memory" {
+        Ok(Arc::new(MemoryStore::new()))
+    } else if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::open(url, pool_size).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(PostgresStore::open(url, pool_size).await?))
+    } else {
+        Err(StoreError::Open(format!(
+            "unsupported database URL '{url}': use memory:, sqlite:PATH or postgres://…"
+        )))
+    }
+}
+
+/// Orders whose commit failed earlier in a batch: every later commit of
+/// theirs must fail too (it was computed from state that was never stored).
+#[derive(Debug, Default)]
+struct Poisoned(HashSet<OrderId>);
+
+impl Poisoned {
+    fn contains(&self, commit: &Commit) -> bool {
+        self.0.contains(&commit.order().id)
+    }
+
+    /// Records a failed commit; passes the outcome through.
+    fn fail(&mut self, commit: &Commit, outcome: CommitOutcome) -> CommitOutcome {
+        self.0.insert(commit.order().id.clone());
+        outcome
+    }
+}
+
+/// Reads an order from its stored snapshot JSON.
+fn order_from_json(json: &str) -> Result<Order, StoreError> {
+    serde_json::from_str(json).map_err(|err| StoreError::Corrupt(format!("order snapshot: {err}")))
+}
+
+/// Reads a stored JSON object (event metadata).
+fn metadata_from_json(
+    json: Option<&str>,
+) -> Result<Option<serde_json::Map<String, serde_json::Value>>, StoreError> {
+    json.map(serde_json::from_str)
+        .transpose()
+        .map_err(|err| StoreError::Corrupt(format!("event metadata: {err}")))
+}
+
+fn parse_stored<T: std::str::FromStr>(what: &str, text: &str) -> Result<T, StoreError>
+where
+    T::Err: std::fmt::Display,
+{
+    text.parse()
+        .map_err(|err| StoreError::Corrupt(format!("{what} '{text}': {err}")))
+}
+
+/// A stored version (a `BIGINT`).
+fn version_from_db(version: i64) -> Result<Version, StoreError> {
+    u64::try_from(version)
+        .map(Version)
+        .map_err(|_| StoreError::Corrupt(format!("negative version {version}")))
+}
+
+/// A version as a `BIGINT`. Versions grow by one per change, so they never
+/// get near `i64::MAX`.
+fn version_to_db(version: Version) -> i64 {
+    i64::try_from(version.0).unwrap_or(i64::MAX)
+}
+
+/// A page size as a SQL `LIMIT`.
+fn limit_to_db(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
 }

@@ -6,8 +6,14 @@
 //! itself, the per-order and global caps on parked polls (RAII slots), and the
 //! live counters behind `/system/stats`.
 //!
+//! The hub is a bounded cache: it holds the orders someone is watching or
+//! that changed recently. [`Hub::evict_idle`] drops the others; the service
+//! reloads an evicted order from the store on its next read.
+//!
 //! The hub never touches storage, so a parked poll never awaits anything but
-//! its channel, its timer and the shutdown signal.
+//! its channel, its timer and the shutdown signal. A cursor ahead of the
+//! cached state is handed back to the service ([`PollError::CursorAhead`]),
+//! which asks the store.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -15,9 +21,10 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::domain::{poll, Cursor, OrderId, OrderSnapshot};
+use crate::domain::{poll, Cursor, OrderId, OrderSnapshot, Standing};
 
 mod slot;
 mod stats;
@@ -32,6 +39,8 @@ pub const DEFAULT_MAX_POLLERS_PER_ORDER: usize = 10;
 /// machine class's 20,000 open files per process, so the cap answers 503
 /// before `accept` starts failing.
 pub const DEFAULT_MAX_PARKED_POLLS: usize = 16_384;
+/// Default time an order stays cached with nobody watching and no change.
+pub const DEFAULT_IDLE_EVICTION: Duration = Duration::from_secs(600);
 
 /// How many parked polls the hub admits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,9 +67,12 @@ pub struct Hub {
 }
 
 struct Shared {
-    /// One channel per known order. Entries are never removed while the
-    /// process runs, so a receiver's sender outlives every poll.
+    /// One channel per cached order. An entry is removed only while it has
+    /// no receivers, under the map's shard lock, and receivers subscribe
+    /// under the same lock, so no poll can wait on a removed channel.
     channels: DashMap<OrderId, Arc<Channel>>,
+    /// Origin of the channels' `touched` times.
+    epoch: Instant,
     /// Caps on parked polls.
     limits: Limits,
     /// Polls parked right now, across all orders.
@@ -79,6 +91,9 @@ struct Channel {
     tx: watch::Sender<Arc<OrderSnapshot>>,
     /// Polls parked on this order right now, for the per-order cap.
     parked: AtomicUsize,
+    /// When the order last changed or was loaded, in milliseconds since the
+    /// hub's epoch: idle orders are evicted.
+    touched: AtomicU64,
 }
 
 /// How a long poll ended.
@@ -96,6 +111,10 @@ pub enum PollError {
     /// No channel for this id; the caller may load the order and retry.
     #[error("order is not known to the hub")]
     UnknownOrder,
+    /// The cursor names a newer state than the hub holds; the caller checks
+    /// the store, then polls again with `ahead_resolved`.
+    #[error("the cursor is ahead of the cached order")]
+    CursorAhead,
     #[error("this order already has {limit} parked polls, the most allowed")]
     PerOrderCap { limit: usize },
     #[error("the server already holds {limit} parked polls, the most allowed")]
@@ -107,6 +126,7 @@ impl Hub {
         Hub {
             shared: Arc::new(Shared {
                 channels: DashMap::new(),
+                epoch: Instant::now(),
                 limits,
                 parked: AtomicUsize::new(0),
                 parks: AtomicU64::new(0),
@@ -127,15 +147,17 @@ impl Hub {
     /// back. Returns whether the snapshot was taken.
     pub fn publish(&self, snapshot: Arc<OrderSnapshot>) -> bool {
         let id = &snapshot.order().id;
+        let now = self.shared.millis();
         let channel = match self.shared.channels.get(id) {
             Some(channel) => Arc::clone(&channel),
             None => {
                 let entry = self.shared.channels.entry(id.clone());
                 let channel =
-                    entry.or_insert_with(|| Arc::new(Channel::new(Arc::clone(&snapshot))));
+                    entry.or_insert_with(|| Arc::new(Channel::new(Arc::clone(&snapshot), now)));
                 Arc::clone(&channel)
             }
         };
+        channel.touched.fetch_max(now, Ordering::Relaxed);
         let taken = channel.tx.send_if_modified(|current| {
             if snapshot.version() > current.version() {
                 *current = snapshot;
@@ -173,6 +195,10 @@ impl Hub {
 
     /// Answers a long poll.
     ///
+    /// A cursor ahead of the cached state fails with
+    /// [`PollError::CursorAhead`] unless `ahead_resolved` says the store was
+    /// asked since; then it is answered at once with the state held.
+    ///
     /// Answers at once when the client has no cursor or is behind, when the
     /// order is final, when `timeout` is zero (then `has_update` says whether
     /// the cursor was behind), or during shutdown. Otherwise it
@@ -186,14 +212,18 @@ impl Hub {
         id: &OrderId,
         cursor: Option<Cursor>,
         timeout: Duration,
+        ahead_resolved: bool,
     ) -> Result<PollOutcome, PollError> {
-        let channel = self
-            .shared
-            .channels
-            .get(id)
-            .map(|channel| Arc::clone(&channel))
-            .ok_or(PollError::UnknownOrder)?;
-        let mut rx = channel.tx.subscribe();
+        // Subscribed under the map's shard lock: eviction cannot remove the
+        // channel between the lookup and the subscription.
+        let (channel, mut rx) = {
+            let entry = self
+                .shared
+                .channels
+                .get(id)
+                .ok_or(PollError::UnknownOrder)?;
+            (Arc::clone(&entry), entry.tx.subscribe())
+        };
         let current = Arc::clone(&rx.borrow_and_update());
         let order = current.order();
         let can_park = !(order.status.is_terminal()
@@ -206,7 +236,13 @@ impl Hub {
             Some(cursor) => Some(cursor.pin(order)),
             None => None,
         };
-        let behind = cursor.as_ref().is_none_or(|cursor| cursor.is_behind(order));
+        let standing = cursor
+            .as_ref()
+            .map_or(Standing::Behind, |cursor| cursor.standing(order));
+        if standing == Standing::Ahead && !ahead_resolved {
+            return Err(PollError::CursorAhead);
+        }
+        let behind = standing != Standing::Current;
         if behind || !can_park {
             self.shared.counters.record(Ending::Immediate, behind);
             return Ok(PollOutcome {
@@ -234,12 +270,37 @@ impl Hub {
         let snapshot = Arc::clone(&rx.borrow_and_update());
         let has_update = cursor
             .as_ref()
-            .is_none_or(|cursor| cursor.is_behind(snapshot.order()));
+            .is_none_or(|cursor| cursor.lacks(snapshot.order()));
         slot.finish(ending, has_update);
         Ok(PollOutcome {
             snapshot,
             has_update,
         })
+    }
+
+    /// Drops every order that nobody watches (no parked poll, no in-process
+    /// subscriber) and that has not changed or been loaded for `idle`.
+    /// Returns how many were dropped.
+    pub fn evict_idle(&self, idle: Duration) -> usize {
+        let cutoff = self
+            .shared
+            .millis()
+            .saturating_sub(u64::try_from(idle.as_millis()).unwrap_or(u64::MAX));
+        let before = self.shared.channels.len();
+        self.shared.channels.retain(|_, channel| {
+            channel.tx.receiver_count() > 0 || channel.touched.load(Ordering::Relaxed) > cutoff
+        });
+        let evicted = before.saturating_sub(self.shared.channels.len());
+        if evicted > 0 && self.shared.channels.len() < self.shared.channels.capacity() / 4 {
+            // Give back the table's memory after a large eviction.
+            self.shared.channels.shrink_to_fit();
+        }
+        evicted
+    }
+
+    /// How many orders the hub holds now.
+    pub fn cached(&self) -> usize {
+        self.shared.channels.len()
     }
 
     /// Live figures: parked polls (total and the busiest `top` orders), caps
@@ -274,11 +335,19 @@ impl Hub {
     }
 }
 
+impl Shared {
+    /// Milliseconds since the hub's epoch.
+    fn millis(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
 impl Channel {
-    fn new(snapshot: Arc<OrderSnapshot>) -> Channel {
+    fn new(snapshot: Arc<OrderSnapshot>, now: u64) -> Channel {
         Channel {
             tx: watch::Sender::new(snapshot),
             parked: AtomicUsize::new(0),
+            touched: AtomicU64::new(now),
         }
     }
 }

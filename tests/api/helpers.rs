@@ -23,6 +23,8 @@ pub struct TestApp {
     pub requestor: Requestor,
     shutdown: CancellationToken,
     server: JoinHandle<std::io::Result<()>>,
+    /// The SQLite file's directory, removed when the test ends.
+    _dir: Option<tempfile::TempDir>,
 }
 
 /// A server with the default configuration (sample orders 101–103 seeded).
@@ -30,9 +32,12 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }
 
-/// A server with `tweak` applied to the default configuration.
+/// A server with `tweak` applied to the default configuration, on the
+/// default store (SQLite) in a file of its own.
 pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
+    let dir = tempfile::tempdir().expect("a temporary directory");
     let mut config = Config::with_addr("127.0.0.1:0");
+    config.database_url = format!("sqlite:{}", dir.path().join("orders.db").display());
     config.shutdown_grace = 3;
     tweak(&mut config);
     let app = Application::build(config)
@@ -48,6 +53,7 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
         requestor,
         shutdown,
         server,
+        _dir: Some(dir),
     }
 }
 

@@ -1,0 +1,503 @@
+//! One contract, three stores: every test here runs against the in-memory
+//! store, a SQLite file in a temporary directory, and a fresh PostgreSQL
+//! database (when `TEST_DATABASE_URL` names a server; otherwise that run
+//! says loudly that it was skipped).
+
+use std::future::Future;
+use std::sync::Arc;
+
+use sqlx::{Connection, Executor, PgConnection};
+
+use super::*;
+use crate::domain::{Attribution, EventKind, NewOrder, OrderChange};
+
+/// A store for one test, and what must outlive it.
+struct Fixture {
+    store: Arc<dyn OrderStore>,
+    /// The SQLite file's directory, removed on drop.
+    _dir: Option<tempfile::TempDir>,
+    /// The PostgreSQL database to drop afterwards: (server URL, name).
+    pg: Option<(String, String)>,
+    /// How to open the same database again, to check durability.
+    url: String,
+}
+
+impl Fixture {
+    async fn reopen(&self) -> Arc<dyn OrderStore> {
+        open(&self.url, 2).await.expect("the store reopens")
+    }
+
+    async fn finish(self) {
+        drop(self.store);
+        if let Some((server, name)) = self.pg {
+            let mut admin = PgConnection::connect(&server).await.unwrap();
+            admin
+                .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+                .await
+                .unwrap();
+        }
+    }
+}
+
+async fn memory() -> Option<Fixture> {
+    Some(Fixture {
+        store: Arc::new(MemoryStore::new()),
+        _dir: None,
+        pg: None,
+        url: "memory:".into(),
+    })
+}
+
+async fn sqlite() -> Option<Fixture> {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite:{}", dir.path().join("orders.db").display());
+    Some(Fixture {
+        store: open(&url, 2).await.unwrap(),
+        _dir: Some(dir),
+        pg: None,
+        url,
+    })
+}
+
+async fn postgres() -> Option<Fixture> {
+    let Ok(server) = std::env::var("TEST_DATABASE_URL") else {
+        eprintln!("SKIPPED: PostgreSQL contract test (set TEST_DATABASE_URL to run it)");
+        return None;
+    };
+    let name = format!("ot_test_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = PgConnection::connect(&server).await.unwrap();
+    admin
+        .execute(format!("CREATE DATABASE {name}").as_str())
+        .await
+        .unwrap();
+    let url = with_database(&server, &name);
+    Some(Fixture {
+        store: open(&url, 2).await.unwrap(),
+        _dir: None,
+        pg: Some((server, name)),
+        url,
+    })
+}
+
+/// `server` (a `postgres://` URL) with its database replaced by `name`.
+fn with_database(server: &str, name: &str) -> String {
+    let (base, query) = server.split_once('?').unwrap_or((server, ""));
+    let authority_end = base.find("://").map_or(0, |i| i + 3);
+    let base = match base[authority_end..].find('/') {
+        Some(slash) => &base[..authority_end + slash],
+        None => base,
+    };
+    if query.is_empty() {
+        format!("{base}/{name}")
+    } else {
+        format!("{base}/{name}?{query}")
+    }
+}
+
+async fn run<F, Fut>(fixture: Option<Fixture>, test: F)
+where
+    F: FnOnce(Arc<dyn OrderStore>, Fixture) -> Fut,
+    Fut: Future<Output = Fixture>,
+{
+    if let Some(fixture) = fixture {
+        let store = Arc::clone(&fixture.store);
+        test(store, fixture).await.finish().await;
+    }
+}
+
+macro_rules! contract {
+    ($($name:ident),* $(,)?) => {
+        mod memory_store {
+            $(#[tokio::test] async fn $name() { super::run(super::memory().await, super::$name).await })*
+        }
+        mod sqlite_store {
+            $(#[tokio::test] async fn $name() { super::run(super::sqlite().await, super::$name).await })*
+        }
+        mod postgres_store {
+            $(#[tokio::test] async fn $name() { super::run(super::postgres().await, super::$name).await })*
+        }
+    };
+}
+
+contract!(
+    creates_reads_and_refuses_a_taken_id,
+    updates_only_from_the_expected_version,
+    a_batch_chains_changes_and_isolates_failures,
+    idempotency_keys_are_stored_with_their_change,
+    history_pages_in_version_order,
+    everything_survives_reopening,
+);
+
+fn t(s: &str) -> Timestamp {
+    s.parse().unwrap()
+}
+
+fn new_order(id: &str) -> Order {
+    let input = serde_json::json!({
+        "id": id,
+        "customer_id": "c1",
+        "restaurant_name": "Luigi's",
+        "delivery_address": "1 Main St",
+        "items": [{"name": "Pizza", "quantity": 1, "unit_price": 9.5}]
+    });
+    let draft = NewOrder::parse(serde_json::from_value(input).unwrap()).unwrap();
+    Order::create(id.parse().unwrap(), draft, t("2025-01-12T20:30:00Z"))
+}
+
+fn create(order: &Order) -> Commit {
+    Commit {
+        snapshot: Arc::new(OrderSnapshot::new(order.clone())),
+        expected: None,
+        event: Event::for_order(order, EventKind::Created, Attribution::default(), None),
+        idempotency: None,
+    }
+}
+
+/// `order` moved to `status`, as a commit expecting its current version.
+fn change(order: &Order, status: OrderStatus, by: &str) -> (Order, Commit) {
+    let next = order
+        .apply(&OrderChange::SetStatus(status), order.updated_at)
+        .unwrap()
+        .unwrap();
+    let commit = Commit {
+        snapshot: Arc::new(OrderSnapshot::new(next.clone())),
+        expected: Some(order.version),
+        event: Event::for_order(&next, EventKind::StatusChanged, Attribution::by(by), None),
+        idempotency: None,
+    };
+    (next, commit)
+}
+
+fn keyed(mut commit: Commit, key: &str, created_at: Timestamp) -> Commit {
+    let order = commit.order().clone();
+    commit.event.idempotency_key = Some(key.into());
+    commit.idempotency = Some(IdempotencyRecord {
+        scope: format!("PUT /api/v1/orders/{}/status", order.id),
+        key: key.into(),
+        fingerprint: "f1".into(),
+        order_id: order.id.clone(),
+        version: order.version,
+        response: commit.snapshot.json().get().to_owned(),
+        created_at,
+    });
+    commit
+}
+
+async fn creates_reads_and_refuses_a_taken_id(store: Arc<dyn OrderStore>, f: Fixture) -> Fixture {
+    let order = new_order("o1");
+    assert_eq!(store.get(&order.id).await.unwrap(), None);
+    assert!(!store.exists(&order.id).await.unwrap());
+    assert_eq!(
+        store.commit(&[create(&order)]).await.unwrap(),
+        [CommitOutcome::Committed]
+    );
+    assert_eq!(store.get(&order.id).await.unwrap().as_ref(), Some(&order));
+    assert!(store.exists(&order.id).await.unwrap());
+    let mut other = order.clone();
+    other.delivery_address = "elsewhere".into();
+    assert_eq!(
+        store.commit(&[create(&other)]).await.unwrap(),
+        [CommitOutcome::Exists]
+    );
+    assert_eq!(store.get(&order.id).await.unwrap(), Some(order.clone()));
+    assert_eq!(
+        store
+            .history(&order.id, Version(0), 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        store.count_by_status().await.unwrap(),
+        BTreeMap::from([(OrderStatus::Confirmed, 1)])
+    );
+    f
+}
+
+async fn updates_only_from_the_expected_version(store: Arc<dyn OrderStore>, f: Fixture) -> Fixture {
+    let v1 = new_order("o1");
+    store.commit(&[create(&v1)]).await.unwrap();
+    let (v2, to_preparing) = change(&v1, OrderStatus::Preparing, "kitchen");
+    assert_eq!(
+        store
+            .commit(std::slice::from_ref(&to_preparing))
+            .await
+            .unwrap(),
+        [CommitOutcome::Committed]
+    );
+    // The same change again expects version 1, which is gone.
+    assert_eq!(
+        store.commit(&[to_preparing]).await.unwrap(),
+        [CommitOutcome::Conflict]
+    );
+    // So does a change to an order that does not exist.
+    let (_, ghost) = change(&new_order("ghost"), OrderStatus::Preparing, "x");
+    assert_eq!(
+        store.commit(&[ghost]).await.unwrap(),
+        [CommitOutcome::Conflict]
+    );
+    assert_eq!(store.get(&v1.id).await.unwrap(), Some(v2));
+    let history = store.history(&v1.id, Version(0), 10).await.unwrap();
+    assert_eq!(
+        history.iter().map(|e| e.version.0).collect::<Vec<_>>(),
+        [1, 2]
+    );
+    assert_eq!(history[1].kind, EventKind::StatusChanged);
+    assert_eq!(history[1].status, OrderStatus::Preparing);
+    assert_eq!(
+        history[1].attribution.updated_by.as_deref(),
+        Some("kitchen")
+    );
+    f
+}
+
+async fn a_batch_chains_changes_and_isolates_failures(
+    store: Arc<dyn OrderStore>,
+    f: Fixture,
+) -> Fixture {
+    let a1 = new_order("a");
+    let (a2, a_prep) = change(&a1, OrderStatus::Preparing, "k");
+    let (a3, a_ready) = change(&a2, OrderStatus::Ready, "k");
+    let b1 = new_order("b");
+    assert_eq!(
+        store
+            .commit(&[create(&a1), a_prep, a_ready, create(&b1)])
+            .await
+            .unwrap(),
+        [CommitOutcome::Committed; 4]
+    );
+    assert_eq!(store.get(&a1.id).await.unwrap(), Some(a3.clone()));
+
+    // b's first change conflicts, so its second (computed from the first)
+    // must fail too, while a's change in the same batch commits.
+    let (b2, b_stale) = change(&a1, OrderStatus::Preparing, "k");
+    let mut b_stale = b_stale;
+    let mut stale_order = b2.clone();
+    stale_order.id = b1.id.clone();
+    stale_order.version = Version(5);
+    b_stale.snapshot = Arc::new(OrderSnapshot::new(stale_order.clone()));
+    b_stale.expected = Some(Version(4));
+    b_stale.event.order_id = b1.id.clone();
+    let (_, b_after) = change(&stale_order, OrderStatus::Ready, "k");
+    let (a4, a_pick) = change(&a3, OrderStatus::PickedUp, "driver");
+    assert_eq!(
+        store.commit(&[b_stale, a_pick, b_after]).await.unwrap(),
+        [
+            CommitOutcome::Conflict,
+            CommitOutcome::Committed,
+            CommitOutcome::Conflict
+        ]
+    );
+    assert_eq!(store.get(&b1.id).await.unwrap(), Some(b1.clone()));
+    assert_eq!(store.get(&a1.id).await.unwrap(), Some(a4));
+    assert_eq!(
+        store.history(&b1.id, Version(0), 10).await.unwrap().len(),
+        1
+    );
+
+    // A create of a taken id poisons later changes of that id too.
+    let (_, after_dup) = change(&b1, OrderStatus::Preparing, "k");
+    assert_eq!(
+        store.commit(&[create(&b1), after_dup]).await.unwrap(),
+        [CommitOutcome::Exists, CommitOutcome::Conflict]
+    );
+    assert_eq!(store.get(&b1.id).await.unwrap(), Some(b1));
+    f
+}
+
+async fn idempotency_keys_are_stored_with_their_change(
+    store: Arc<dyn OrderStore>,
+    f: Fixture,
+) -> Fixture {
+    let now = t("2025-01-12T20:31:00Z");
+    let v1 = new_order("o1");
+    store.commit(&[create(&v1)]).await.unwrap();
+    let (v2, first) = change(&v1, OrderStatus::Preparing, "k");
+    let first = keyed(first, "key-1", now);
+    let record = first.idempotency.clone().unwrap();
+    assert_eq!(
+        store.commit(&[first]).await.unwrap(),
+        [CommitOutcome::Committed]
+    );
+    let since = now.plus(-idempotency_ttl());
+    assert_eq!(
+        store
+            .idempotency(&record.scope, "key-1", since)
+            .await
+            .unwrap(),
+        Some(record.clone())
+    );
+    assert_eq!(
+        store
+            .idempotency(&record.scope, "key-2", since)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .idempotency("POST /elsewhere", "key-1", since)
+            .await
+            .unwrap(),
+        None,
+        "keys are scoped"
+    );
+    let history = store.history(&v1.id, Version(1), 10).await.unwrap();
+    assert_eq!(history[0].idempotency_key.as_deref(), Some("key-1"));
+
+    // Reusing the key changes nothing; a change of the same order computed
+    // after it fails too, while other orders in the batch commit.
+    let (v3, second) = change(&v2, OrderStatus::Ready, "k");
+    let second = keyed(second, "key-1", now);
+    let (_, after) = change(&v3, OrderStatus::PickedUp, "k");
+    let c1 = new_order("c");
+    let (c2, other) = change(&c1, OrderStatus::Cancelled, "k");
+    let mut other = keyed(other, "key-1", now);
+    other.idempotency.as_mut().unwrap().scope = "PUT other".into();
+    assert_eq!(
+        store
+            .commit(&[create(&c1), second, after, other])
+            .await
+            .unwrap(),
+        [
+            CommitOutcome::Committed,
+            CommitOutcome::KeyTaken,
+            CommitOutcome::Conflict,
+            CommitOutcome::Committed
+        ]
+    );
+    assert_eq!(store.get(&v1.id).await.unwrap(), Some(v2.clone()));
+    assert_eq!(store.get(&c1.id).await.unwrap(), Some(c2));
+
+    // A conflict undoes the key it would have stored.
+    let (_, stale) = change(&v1, OrderStatus::Cancelled, "k");
+    let stale = keyed(stale, "key-4", now);
+    assert_eq!(
+        store.commit(&[stale]).await.unwrap(),
+        [CommitOutcome::Conflict]
+    );
+    assert_eq!(
+        store
+            .idempotency(&record.scope, "key-4", since)
+            .await
+            .unwrap(),
+        None
+    );
+
+    // After 24 hours the key is forgotten and may be used again.
+    let tomorrow = now.plus(idempotency_ttl() + chrono::TimeDelta::seconds(1));
+    let since_tomorrow = tomorrow.plus(-idempotency_ttl());
+    assert_eq!(
+        store
+            .idempotency(&record.scope, "key-1", since_tomorrow)
+            .await
+            .unwrap(),
+        None
+    );
+    let b1 = new_order("b");
+    store.commit(&[create(&b1)]).await.unwrap();
+    let (_, reuse) = change(&b1, OrderStatus::Preparing, "k");
+    let mut reuse = keyed(reuse, "key-1", tomorrow);
+    reuse.idempotency.as_mut().unwrap().scope = record.scope.clone();
+    assert_eq!(
+        store.commit(&[reuse]).await.unwrap(),
+        [CommitOutcome::Committed]
+    );
+    assert_eq!(
+        store
+            .idempotency(&record.scope, "key-1", since_tomorrow)
+            .await
+            .unwrap()
+            .map(|r| r.order_id),
+        Some(b1.id.clone())
+    );
+    // Purging removes what is older than the cut, and only that.
+    assert_eq!(store.purge_idempotency(since_tomorrow).await.unwrap(), 1);
+    assert_eq!(store.purge_idempotency(since_tomorrow).await.unwrap(), 0);
+    f
+}
+
+async fn history_pages_in_version_order(store: Arc<dyn OrderStore>, f: Fixture) -> Fixture {
+    let mut order = new_order("o1");
+    store.commit(&[create(&order)]).await.unwrap();
+    for status in [
+        OrderStatus::Preparing,
+        OrderStatus::Ready,
+        OrderStatus::PickedUp,
+        OrderStatus::Delivered,
+    ] {
+        let (next, mut commit) = change(&order, status, "someone");
+        let mut metadata = serde_json::Map::new();
+        metadata.insert("step".into(), serde_json::json!(status.as_str()));
+        commit.event.attribution.notes = Some(format!("now {status}"));
+        commit.event.attribution.metadata = Some(metadata);
+        store.commit(&[commit]).await.unwrap();
+        order = next;
+    }
+    let page = store.history(&order.id, Version(1), 2).await.unwrap();
+    assert_eq!(page.iter().map(|e| e.version.0).collect::<Vec<_>>(), [2, 3]);
+    assert_eq!(page[0].attribution.notes.as_deref(), Some("now preparing"));
+    assert_eq!(
+        page[1].attribution.metadata.as_ref().unwrap()["step"],
+        serde_json::json!("ready")
+    );
+    assert_eq!(page[1].at, order_at(&store, &order.id, 3).await);
+    let rest = store.history(&order.id, Version(3), 100).await.unwrap();
+    assert_eq!(rest.iter().map(|e| e.version.0).collect::<Vec<_>>(), [4, 5]);
+    assert_eq!(rest[1].status, OrderStatus::Delivered);
+    assert!(store
+        .history(&order.id, Version(5), 100)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(store
+        .history(&"nobody".parse().unwrap(), Version(0), 100)
+        .await
+        .unwrap()
+        .is_empty());
+    f
+}
+
+/// The time of the order's event at `version`.
+async fn order_at(store: &Arc<dyn OrderStore>, id: &OrderId, version: u64) -> Timestamp {
+    store.history(id, Version(version - 1), 1).await.unwrap()[0].at
+}
+
+async fn everything_survives_reopening(store: Arc<dyn OrderStore>, f: Fixture) -> Fixture {
+    if store.backend() == "memory" {
+        return f; // keeps nothing, by design
+    }
+    let v1 = new_order("o1");
+    let (v2, commit) = change(&v1, OrderStatus::Preparing, "k");
+    let commit = keyed(commit, "k1", t("2025-01-12T20:31:00Z"));
+    store.commit(&[create(&v1), commit]).await.unwrap();
+    let again = f.reopen().await;
+    assert_eq!(again.get(&v1.id).await.unwrap(), Some(v2));
+    assert_eq!(
+        again.history(&v1.id, Version(0), 10).await.unwrap().len(),
+        2
+    );
+    assert!(again
+        .idempotency(
+            &format!("PUT /api/v1/orders/{}/status", v1.id),
+            "k1",
+            t("2025-01-12T00:00:00Z")
+        )
+        .await
+        .unwrap()
+        .is_some());
+    f
+}
+
+#[test]
+fn test_database_urls_keep_their_options() {
+    assert_eq!(
+        with_database("postgres://postgres@127.0.0.1:5432/test", "x"),
+        "postgres://postgres@127.0.0.1:5432/x"
+    );
+    assert_eq!(
+        with_database("postgres://127.0.0.1?sslmode=disable", "x"),
+        "postgres://127.0.0.1/x?sslmode=disable"
+    );
+}

@@ -1,0 +1,324 @@
+//! The PostgreSQL store, for production: several instances can share one
+//! database. Same contract as the SQLite store. Schema: `migrations/postgres/`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+use sqlx::postgres::{PgPoolOptions, PgRow};
+use sqlx::types::Json;
+use sqlx::{PgPool, Postgres, Row, Transaction};
+
+use super::{
+    limit_to_db, parse_stored, version_from_db, version_to_db, Commit, CommitOutcome,
+    IdempotencyRecord, OrderStore, Poisoned, StoreError,
+};
+use crate::domain::{Attribution, Event, Order, OrderId, OrderStatus, Timestamp, Version};
+
+/// How long to wait for a pooled connection before failing a request.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Orders in a PostgreSQL database.
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    /// Connects to `url` (`postgres://…`) and runs the migrations.
+    pub async fn open(url: &str, pool_size: u32) -> Result<PostgresStore, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(pool_size.max(1))
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect(url)
+            .await
+            .map_err(|err| StoreError::Open(format!("{}: {err}", redact(url))))?;
+        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        Ok(PostgresStore { pool })
+    }
+}
+
+/// `url` without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+fn at(timestamp: Timestamp) -> DateTime<Utc> {
+    timestamp.as_datetime()
+}
+
+/// Writes one commit inside the batch's transaction.
+async fn commit_one(
+    tx: &mut Transaction<'_, Postgres>,
+    commit: &Commit,
+) -> Result<CommitOutcome, StoreError> {
+    let order = commit.order();
+    // With a key, a savepoint lets a taken key or a conflict undo this
+    // commit alone, leaving the rest of the batch.
+    if let Some(record) = &commit.idempotency {
+        sqlx::query("SAVEPOINT cmd").execute(&mut **tx).await?;
+        let inserted = sqlx::query(
+            "INSERT INTO idempotency_keys
+                 (scope, key, fingerprint, order_id, version, response, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (scope, key) DO UPDATE SET
+                 fingerprint = excluded.fingerprint, order_id = excluded.order_id,
+                 version = excluded.version, response = excluded.response,
+                 created_at = excluded.created_at
+             WHERE idempotency_keys.created_at < $8",
+        )
+        .bind(&record.scope)
+        .bind(&record.key)
+        .bind(&record.fingerprint)
+        .bind(record.order_id.as_str())
+        .bind(version_to_db(record.version))
+        .bind(&record.response)
+        .bind(at(record.created_at))
+        .bind(at(record.expires_before()))
+        .execute(&mut **tx)
+        .await?;
+        if inserted.rows_affected() == 0 {
+            sqlx::query("RELEASE SAVEPOINT cmd")
+                .execute(&mut **tx)
+                .await?;
+            return Ok(CommitOutcome::KeyTaken);
+        }
+    }
+    let data = Json(commit.snapshot.json());
+    let written = match commit.expected {
+        None => sqlx::query(
+            "INSERT INTO orders (id, customer_id, status, version, created_at, updated_at, data)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(order.id.as_str())
+        .bind(String::from(order.customer_id.clone()))
+        .bind(order.status.as_str())
+        .bind(version_to_db(order.version))
+        .bind(at(order.created_at))
+        .bind(at(order.updated_at))
+        .bind(data)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected(),
+        Some(expected) => sqlx::query(
+            "UPDATE orders SET status = $1, version = $2, updated_at = $3, data = $4
+             WHERE id = $5 AND version = $6",
+        )
+        .bind(order.status.as_str())
+        .bind(version_to_db(order.version))
+        .bind(at(order.updated_at))
+        .bind(data)
+        .bind(order.id.as_str())
+        .bind(version_to_db(expected))
+        .execute(&mut **tx)
+        .await?
+        .rows_affected(),
+    };
+    if written == 0 {
+        if commit.idempotency.is_some() {
+            sqlx::query("ROLLBACK TO SAVEPOINT cmd")
+                .execute(&mut **tx)
+                .await?;
+            sqlx::query("RELEASE SAVEPOINT cmd")
+                .execute(&mut **tx)
+                .await?;
+        }
+        return Ok(match commit.expected {
+            None => CommitOutcome::Exists,
+            Some(_) => CommitOutcome::Conflict,
+        });
+    }
+    let event = &commit.event;
+    sqlx::query(
+        "INSERT INTO order_events
+             (order_id, version, at, kind, status, updated_by, notes, metadata, idempotency_key)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(event.order_id.as_str())
+    .bind(version_to_db(event.version))
+    .bind(at(event.at))
+    .bind(event.kind.as_str())
+    .bind(event.status.as_str())
+    .bind(event.attribution.updated_by.as_deref())
+    .bind(event.attribution.notes.as_deref())
+    .bind(event.attribution.metadata.as_ref().map(Json))
+    .bind(event.idempotency_key.as_deref())
+    .execute(&mut **tx)
+    .await?;
+    if commit.idempotency.is_some() {
+        sqlx::query("RELEASE SAVEPOINT cmd")
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(CommitOutcome::Committed)
+}
+
+fn event_from_row(row: &PgRow) -> Result<Event, StoreError> {
+    let metadata: Option<Json<Map<String, Value>>> = row.try_get("metadata")?;
+    Ok(Event {
+        order_id: parse_stored("order id", row.try_get::<&str, _>("order_id")?)?,
+        version: version_from_db(row.try_get("version")?)?,
+        at: Timestamp::new(row.try_get("at")?),
+        kind: parse_stored("event kind", row.try_get::<&str, _>("kind")?)?,
+        status: parse_stored("status", row.try_get::<&str, _>("status")?)?,
+        attribution: Attribution {
+            updated_by: row.try_get("updated_by")?,
+            notes: row.try_get("notes")?,
+            metadata: metadata.map(|Json(map)| map),
+        },
+        idempotency_key: row.try_get("idempotency_key")?,
+    })
+}
+
+#[async_trait]
+impl OrderStore for PostgresStore {
+    async fn commit(&self, batch: &[Commit]) -> Result<Vec<CommitOutcome>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut poisoned = Poisoned::default();
+        let mut outcomes = Vec::with_capacity(batch.len());
+        for commit in batch {
+            let outcome = if poisoned.contains(commit) {
+                CommitOutcome::Conflict
+            } else {
+                match commit_one(&mut tx, commit).await? {
+                    CommitOutcome::Committed => CommitOutcome::Committed,
+                    failed => poisoned.fail(commit, failed),
+                }
+            };
+            outcomes.push(outcome);
+        }
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+
+    async fn get(&self, id: &OrderId) -> Result<Option<Order>, StoreError> {
+        let data: Option<Json<Order>> = sqlx::query_scalar("SELECT data FROM orders WHERE id = $1")
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|err| match err {
+                sqlx::Error::ColumnDecode { source, .. } => {
+                    StoreError::Corrupt(format!("order snapshot: {source}"))
+                }
+                other => other.into(),
+            })?;
+        Ok(data.map(|Json(order)| order))
+    }
+
+    async fn exists(&self, id: &OrderId) -> Result<bool, StoreError> {
+        Ok(sqlx::query("SELECT 1 FROM orders WHERE id = $1")
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await?
+            .is_some())
+    }
+
+    async fn history(
+        &self,
+        id: &OrderId,
+        after: Version,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
+        sqlx::query(
+            "SELECT order_id, version, at, kind, status, updated_by, notes, metadata, idempotency_key
+             FROM order_events WHERE order_id = $1 AND version > $2
+             ORDER BY version LIMIT $3",
+        )
+        .bind(id.as_str())
+        .bind(version_to_db(after))
+        .bind(limit_to_db(limit))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(event_from_row)
+        .collect()
+    }
+
+    async fn count_by_status(&self) -> Result<BTreeMap<OrderStatus, u64>, StoreError> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT status, COUNT(*) FROM orders GROUP BY status")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.into_iter()
+            .map(|(status, count)| {
+                Ok((
+                    parse_stored("status", &status)?,
+                    u64::try_from(count).unwrap_or(0),
+                ))
+            })
+            .collect()
+    }
+
+    async fn idempotency(
+        &self,
+        scope: &str,
+        key: &str,
+        since: Timestamp,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT fingerprint, order_id, version, response, created_at
+             FROM idempotency_keys WHERE scope = $1 AND key = $2 AND created_at >= $3",
+        )
+        .bind(scope)
+        .bind(key)
+        .bind(at(since))
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| {
+            Ok(IdempotencyRecord {
+                scope: scope.to_owned(),
+                key: key.to_owned(),
+                fingerprint: row.try_get("fingerprint")?,
+                order_id: parse_stored("order id", row.try_get::<&str, _>("order_id")?)?,
+                version: version_from_db(row.try_get("version")?)?,
+                response: row.try_get("response")?,
+                created_at: Timestamp::new(row.try_get("created_at")?),
+            })
+        })
+        .transpose()
+    }
+
+    async fn purge_idempotency(&self, before: Timestamp) -> Result<u64, StoreError> {
+        Ok(
+            sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
+                .bind(at(before))
+                .execute(&self.pool)
+                .await?
+                .rows_affected(),
+        )
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_stay_out_of_messages() {
+        assert_eq!(
+            super::redact("postgres://app:s3cret@db:5432/orders"),
+            "postgres://app:***@db:5432/orders"
+        );
+        assert_eq!(
+            super::redact("postgres://127.0.0.1/orders"),
+            "postgres://127.0.0.1/orders"
+        );
+    }
+}

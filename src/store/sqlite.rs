@@ -1,0 +1,293 @@
+//! The SQLite store, the embedded default: one file beside the server, in WAL
+//! mode with `synchronous=FULL`, so a committed change survives `kill -9` and
+//! a power cut. Schema: `migrations/sqlite/`.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{Row, Sqlite, SqlitePool, Transaction};
+
+use super::{
+    limit_to_db, metadata_from_json, order_from_json, parse_stored, version_from_db, version_to_db,
+    Commit, CommitOutcome, IdempotencyRecord, OrderStore, Poisoned, StoreError,
+};
+use crate::domain::{Attribution, Event, Order, OrderId, OrderStatus, Timestamp, Version};
+
+/// How long a statement waits for the file's write lock (another process,
+/// a backup) before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Orders in a SQLite file.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database `url` names, e.g.
+    /// `sqlite:order-tracker.db`, and runs the migrations.
+    pub async fn open(url: &str, pool_size: u32) -> Result<SqliteStore, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|err| StoreError::Open(format!("{url}: {err}")))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(pool_size.max(1))
+            .connect_with(options)
+            .await
+            .map_err(|err| StoreError::Open(format!("{url}: {err}")))?;
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        Ok(SqliteStore { pool })
+    }
+}
+
+/// Writes one commit inside the batch's transaction.
+async fn commit_one(
+    tx: &mut Transaction<'_, Sqlite>,
+    commit: &Commit,
+) -> Result<CommitOutcome, StoreError> {
+    let order = commit.order();
+    // With a key, a savepoint lets a taken key or a conflict undo this
+    // commit alone, leaving the rest of the batch.
+    if let Some(record) = &commit.idempotency {
+        sqlx::query("SAVEPOINT cmd").execute(&mut **tx).await?;
+        let inserted = sqlx::query(
+            "INSERT INTO idempotency_keys
+                 (scope, key, fingerprint, order_id, version, response, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (scope, key) DO UPDATE SET
+                 fingerprint = excluded.fingerprint, order_id = excluded.order_id,
+                 version = excluded.version, response = excluded.response,
+                 created_at = excluded.created_at
+             WHERE idempotency_keys.created_at < ?",
+        )
+        .bind(&record.scope)
+        .bind(&record.key)
+        .bind(&record.fingerprint)
+        .bind(record.order_id.as_str())
+        .bind(version_to_db(record.version))
+        .bind(&record.response)
+        .bind(record.created_at.to_string())
+        .bind(record.expires_before().to_string())
+        .execute(&mut **tx)
+        .await?;
+        if inserted.rows_affected() == 0 {
+            sqlx::query("RELEASE cmd").execute(&mut **tx).await?;
+            return Ok(CommitOutcome::KeyTaken);
+        }
+    }
+    let written = match commit.expected {
+        None => sqlx::query(
+            "INSERT INTO orders (id, customer_id, status, version, created_at, updated_at, data)
+             VALUES (?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(order.id.as_str())
+        .bind(String::from(order.customer_id.clone()))
+        .bind(order.status.as_str())
+        .bind(version_to_db(order.version))
+        .bind(order.created_at.to_string())
+        .bind(order.updated_at.to_string())
+        .bind(commit.snapshot.json().get())
+        .execute(&mut **tx)
+        .await?
+        .rows_affected(),
+        Some(expected) => sqlx::query(
+            "UPDATE orders SET status = ?, version = ?, updated_at = ?, data = ?
+             WHERE id = ? AND version = ?",
+        )
+        .bind(order.status.as_str())
+        .bind(version_to_db(order.version))
+        .bind(order.updated_at.to_string())
+        .bind(commit.snapshot.json().get())
+        .bind(order.id.as_str())
+        .bind(version_to_db(expected))
+        .execute(&mut **tx)
+        .await?
+        .rows_affected(),
+    };
+    if written == 0 {
+        if commit.idempotency.is_some() {
+            sqlx::query("ROLLBACK TO cmd").execute(&mut **tx).await?;
+            sqlx::query("RELEASE cmd").execute(&mut **tx).await?;
+        }
+        return Ok(match commit.expected {
+            None => CommitOutcome::Exists,
+            Some(_) => CommitOutcome::Conflict,
+        });
+    }
+    let event = &commit.event;
+    let metadata = event
+        .attribution
+        .metadata
+        .as_ref()
+        .map(|m| serde_json::Value::Object(m.clone()).to_string());
+    sqlx::query(
+        "INSERT INTO order_events
+             (order_id, version, at, kind, status, updated_by, notes, metadata, idempotency_key)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(event.order_id.as_str())
+    .bind(version_to_db(event.version))
+    .bind(event.at.to_string())
+    .bind(event.kind.as_str())
+    .bind(event.status.as_str())
+    .bind(event.attribution.updated_by.as_deref())
+    .bind(event.attribution.notes.as_deref())
+    .bind(metadata)
+    .bind(event.idempotency_key.as_deref())
+    .execute(&mut **tx)
+    .await?;
+    if commit.idempotency.is_some() {
+        sqlx::query("RELEASE cmd").execute(&mut **tx).await?;
+    }
+    Ok(CommitOutcome::Committed)
+}
+
+fn event_from_row(row: &SqliteRow) -> Result<Event, StoreError> {
+    Ok(Event {
+        order_id: parse_stored("order id", row.try_get::<&str, _>("order_id")?)?,
+        version: version_from_db(row.try_get("version")?)?,
+        at: parse_stored("event time", row.try_get::<&str, _>("at")?)?,
+        kind: parse_stored("event kind", row.try_get::<&str, _>("kind")?)?,
+        status: parse_stored("status", row.try_get::<&str, _>("status")?)?,
+        attribution: Attribution {
+            updated_by: row.try_get("updated_by")?,
+            notes: row.try_get("notes")?,
+            metadata: metadata_from_json(row.try_get("metadata")?)?,
+        },
+        idempotency_key: row.try_get("idempotency_key")?,
+    })
+}
+
+#[async_trait]
+impl OrderStore for SqliteStore {
+    async fn commit(&self, batch: &[Commit]) -> Result<Vec<CommitOutcome>, StoreError> {
+        // IMMEDIATE takes the write lock up front, so the transaction never
+        // has to upgrade a read lock (which can fail with SQLITE_BUSY).
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut poisoned = Poisoned::default();
+        let mut outcomes = Vec::with_capacity(batch.len());
+        for commit in batch {
+            let outcome = if poisoned.contains(commit) {
+                CommitOutcome::Conflict
+            } else {
+                match commit_one(&mut tx, commit).await? {
+                    CommitOutcome::Committed => CommitOutcome::Committed,
+                    failed => poisoned.fail(commit, failed),
+                }
+            };
+            outcomes.push(outcome);
+        }
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+
+    async fn get(&self, id: &OrderId) -> Result<Option<Order>, StoreError> {
+        let data: Option<String> = sqlx::query_scalar("SELECT data FROM orders WHERE id = ?")
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        data.as_deref().map(order_from_json).transpose()
+    }
+
+    async fn exists(&self, id: &OrderId) -> Result<bool, StoreError> {
+        Ok(sqlx::query("SELECT 1 FROM orders WHERE id = ?")
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await?
+            .is_some())
+    }
+
+    async fn history(
+        &self,
+        id: &OrderId,
+        after: Version,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
+        sqlx::query(
+            "SELECT order_id, version, at, kind, status, updated_by, notes, metadata, idempotency_key
+             FROM order_events WHERE order_id = ? AND version > ?
+             ORDER BY version LIMIT ?",
+        )
+        .bind(id.as_str())
+        .bind(version_to_db(after))
+        .bind(limit_to_db(limit))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(event_from_row)
+        .collect()
+    }
+
+    async fn count_by_status(&self) -> Result<BTreeMap<OrderStatus, u64>, StoreError> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT status, COUNT(*) FROM orders GROUP BY status")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.into_iter()
+            .map(|(status, count)| {
+                Ok((
+                    parse_stored("status", &status)?,
+                    u64::try_from(count).unwrap_or(0),
+                ))
+            })
+            .collect()
+    }
+
+    async fn idempotency(
+        &self,
+        scope: &str,
+        key: &str,
+        since: Timestamp,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT fingerprint, order_id, version, response, created_at
+             FROM idempotency_keys WHERE scope = ? AND key = ? AND created_at >= ?",
+        )
+        .bind(scope)
+        .bind(key)
+        .bind(since.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| {
+            Ok(IdempotencyRecord {
+                scope: scope.to_owned(),
+                key: key.to_owned(),
+                fingerprint: row.try_get("fingerprint")?,
+                order_id: parse_stored("order id", row.try_get::<&str, _>("order_id")?)?,
+                version: version_from_db(row.try_get("version")?)?,
+                response: row.try_get("response")?,
+                created_at: parse_stored("key time", row.try_get::<&str, _>("created_at")?)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn purge_idempotency(&self, before: Timestamp) -> Result<u64, StoreError> {
+        Ok(
+            sqlx::query("DELETE FROM idempotency_keys WHERE created_at < ?")
+                .bind(before.to_string())
+                .execute(&self.pool)
+                .await?
+                .rows_affected(),
+        )
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+}

@@ -24,7 +24,7 @@ pub struct TestApp {
     shutdown: CancellationToken,
     server: JoinHandle<std::io::Result<()>>,
     /// The SQLite file's directory, removed when the test ends.
-    _dir: Option<tempfile::TempDir>,
+    data_dir: Option<tempfile::TempDir>,
 }
 
 /// A server with the default configuration (sample orders 101–103 seeded).
@@ -36,8 +36,21 @@ pub async fn spawn_app() -> TestApp {
 /// default store (SQLite) in a file of its own.
 pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
     let dir = tempfile::tempdir().expect("a temporary directory");
+    let mut app = spawn_app_at(&sqlite_url(&dir), tweak).await;
+    app.data_dir = Some(dir);
+    app
+}
+
+/// The URL of a SQLite file in `dir`.
+pub fn sqlite_url(dir: &tempfile::TempDir) -> String {
+    format!("sqlite:{}", dir.path().join("orders.db").display())
+}
+
+/// A server on the store `database_url`, so a test can stop it and start
+/// another on the same data.
+pub async fn spawn_app_at(database_url: &str, tweak: impl FnOnce(&mut Config)) -> TestApp {
     let mut config = Config::with_addr("127.0.0.1:0");
-    config.database_url = format!("sqlite:{}", dir.path().join("orders.db").display());
+    config.database_url = database_url.to_owned();
     config.shutdown_grace = 3;
     tweak(&mut config);
     let app = Application::build(config)
@@ -53,7 +66,7 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
         requestor,
         shutdown,
         server,
-        _dir: Some(dir),
+        data_dir: None,
     }
 }
 
@@ -105,14 +118,42 @@ impl TestApp {
     }
 
     pub async fn put_status(&self, id: &str, status: &str) -> (StatusCode, Value) {
-        let response = self
+        self.put_status_with(id, &json!({ "status": status }), &[])
+            .await
+    }
+
+    /// `PUT /api/v1/orders/{id}/status` with `body` and extra `headers`;
+    /// returns the response itself, for its headers.
+    pub async fn put_status_raw(
+        &self,
+        id: &str,
+        body: &Value,
+        headers: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let mut request = self
             .client
             .put(self.url(&format!("/api/v1/orders/{id}/status")))
-            .json(&json!({ "status": status }))
-            .send()
+            .json(body);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.send().await.expect("request sent")
+    }
+
+    /// `PUT /api/v1/orders/{id}/status` with `body` and extra `headers`.
+    pub async fn put_status_with(
+        &self,
+        id: &str,
+        body: &Value,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, Value) {
+        json_of(self.put_status_raw(id, body, headers).await).await
+    }
+
+    /// `GET /api/v1/orders/{id}/history{query}`.
+    pub async fn history(&self, id: &str, query: &str) -> (StatusCode, Value) {
+        self.get_json(&format!("/api/v1/orders/{id}/history{query}"))
             .await
-            .expect("request sent");
-        json_of(response).await
     }
 
     /// The order as `GET /api/v1/orders/{id}` returns it.

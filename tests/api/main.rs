@@ -3,7 +3,10 @@
 
 mod caps;
 mod docs;
+mod durability;
 mod helpers;
+mod history;
+mod idempotency;
 mod orders;
 mod request_streams;
 mod requests;

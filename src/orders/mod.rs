@@ -565,3 +565,239 @@ pub(crate) fn new_order_id() -> OrderId {
     // Invariant: "ord_" plus 32 hex digits is 36 valid id characters.
     id.parse().expect("generated ids are valid")
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    use async_trait::async_trait;
+    use tokio::sync::Notify;
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+    use crate::domain::NewOrderInput;
+    use crate::store::{Commit, CommitOutcome, IdempotencyRecord, MemoryStore};
+    use crate::tracking::Limits;
+
+    /// A memory store whose commits can be held at the door, to stop a
+    /// writer mid-commit.
+    #[derive(Default)]
+    struct GatedStore {
+        inner: MemoryStore,
+        hold: AtomicBool,
+        reached: Notify,
+        release: Notify,
+    }
+
+    #[async_trait]
+    impl OrderStore for GatedStore {
+        async fn commit(&self, batch: &[Commit]) -> Result<Vec<CommitOutcome>, StoreError> {
+            if self.hold.load(Ordering::SeqCst) {
+                self.reached.notify_one();
+                self.release.notified().await;
+            }
+            self.inner.commit(batch).await
+        }
+        async fn get(&self, id: &OrderId) -> Result<Option<Order>, StoreError> {
+            self.inner.get(id).await
+        }
+        async fn history(
+            &self,
+            id: &OrderId,
+            after: Version,
+            limit: usize,
+        ) -> Result<Vec<Event>, StoreError> {
+            self.inner.history(id, after, limit).await
+        }
+        async fn count_by_status(&self) -> Result<BTreeMap<OrderStatus, u64>, StoreError> {
+            self.inner.count_by_status().await
+        }
+        async fn idempotency(
+            &self,
+            scope: &str,
+            key: &str,
+            since: crate::domain::Timestamp,
+        ) -> Result<Option<IdempotencyRecord>, StoreError> {
+            self.inner.idempotency(scope, key, since).await
+        }
+        async fn purge_idempotency(
+            &self,
+            before: crate::domain::Timestamp,
+        ) -> Result<u64, StoreError> {
+            self.inner.purge_idempotency(before).await
+        }
+        async fn ping(&self) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn backend(&self) -> &'static str {
+            "gated"
+        }
+    }
+
+    fn draft(id: &str) -> NewOrder {
+        let input: NewOrderInput = serde_json::from_value(serde_json::json!({
+            "id": id,
+            "customer_id": "c1",
+            "restaurant_name": "Luigi's",
+            "delivery_address": "1 Main St",
+            "items": [{"name": "Pizza", "quantity": 1, "unit_price": 9.5}]
+        }))
+        .unwrap();
+        NewOrder::parse(input).unwrap()
+    }
+
+    fn service(store: Arc<dyn OrderStore>) -> OrderService {
+        let hub = Hub::new(Limits::default(), CancellationToken::new());
+        OrderService::new(
+            store,
+            hub,
+            PollPolicy::default(),
+            TimeoutSettings::default(),
+            Clock::System,
+        )
+    }
+
+    #[tokio::test]
+    async fn a_caller_that_hangs_up_mid_commit_still_wakes_the_pollers() {
+        let store = Arc::new(GatedStore::default());
+        let service = service(Arc::clone(&store) as Arc<dyn OrderStore>);
+        let id: OrderId = "o1".parse().unwrap();
+        service.create(draft("o1")).await.unwrap();
+        let mut watcher = service.hub().subscribe(&id).unwrap();
+        watcher.borrow_and_update();
+
+        store.hold.store(true, Ordering::SeqCst);
+        let caller = {
+            let service = service.clone();
+            let id = id.clone();
+            tokio::spawn(async move {
+                service
+                    .apply(
+                        &id,
+                        OrderChange::SetStatus(OrderStatus::Preparing),
+                        Attribution::by("t"),
+                    )
+                    .await
+            })
+        };
+        store.reached.notified().await;
+        // The client hangs up while its change is being committed.
+        caller.abort();
+        assert!(caller.await.unwrap_err().is_cancelled());
+        store.release.notify_one();
+
+        tokio::time::timeout(Duration::from_secs(5), watcher.changed())
+            .await
+            .expect("the poller wakes")
+            .unwrap();
+        assert_eq!(watcher.borrow().version(), Version(2));
+        assert_eq!(
+            store.inner.get(&id).await.unwrap().unwrap().version,
+            Version(2)
+        );
+    }
+
+    #[tokio::test]
+    async fn concurrent_changes_are_batched_and_gap_free() {
+        let store = Arc::new(GatedStore::default());
+        let service = service(Arc::clone(&store) as Arc<dyn OrderStore>);
+        for n in 0..20 {
+            service.create(draft(&format!("o{n}"))).await.unwrap();
+        }
+        // Hold the first commit so the rest queue up behind it.
+        store.hold.store(true, Ordering::SeqCst);
+        let mut calls = Vec::new();
+        for n in 0..20 {
+            for status in [
+                OrderStatus::Preparing,
+                OrderStatus::Ready,
+                OrderStatus::PickedUp,
+            ] {
+                let service = service.clone();
+                let id: OrderId = format!("o{n}").parse().unwrap();
+                calls.push(tokio::spawn(async move {
+                    // Retry until the earlier status lands: callers race.
+                    loop {
+                        match service
+                            .apply(&id, OrderChange::SetStatus(status), Attribution::default())
+                            .await
+                        {
+                            Ok(applied) => return applied,
+                            Err(ServiceError::Change(_)) => tokio::task::yield_now().await,
+                            Err(other) => panic!("{other}"),
+                        }
+                    }
+                }));
+            }
+        }
+        store.reached.notified().await;
+        store.hold.store(false, Ordering::SeqCst);
+        store.release.notify_one();
+        for call in calls {
+            assert!(call.await.unwrap().changed);
+        }
+        for n in 0..20 {
+            let id: OrderId = format!("o{n}").parse().unwrap();
+            let events = store.inner.history(&id, Version(0), 100).await.unwrap();
+            let versions: Vec<u64> = events.iter().map(|e| e.version.0).collect();
+            assert_eq!(versions, [1, 2, 3, 4], "order o{n}");
+            assert_eq!(service.get(&id).await.unwrap().version(), Version(4));
+        }
+    }
+
+    #[tokio::test]
+    async fn if_match_and_idempotency_keys_are_enforced_by_the_service() {
+        let service = service(Arc::new(MemoryStore::new()));
+        let id: OrderId = "o1".parse().unwrap();
+        service.create(draft("o1")).await.unwrap();
+        let body = serde_json::json!({"status": "preparing"});
+        let key = IdempotencyKey::new("PUT", "/api/v1/orders/o1/status", "k".into(), &body);
+        let command = Command {
+            if_match: Some(Version(1)),
+            idempotency: Some(key.clone()),
+            ..Command::change(
+                id.clone(),
+                OrderChange::SetStatus(OrderStatus::Preparing),
+                Attribution::default(),
+            )
+        };
+        let first = service.execute(command.clone()).await.unwrap();
+        assert!(first.changed && !first.replayed);
+        // The retry replays even though If-Match no longer holds.
+        let again = service.execute(command.clone()).await.unwrap();
+        assert!(again.replayed && !again.changed);
+        assert_eq!(again.snapshot.version(), Version(2));
+        // Without the key, the stale If-Match fails.
+        let stale = Command {
+            idempotency: None,
+            ..command
+        };
+        assert!(matches!(
+            service.execute(stale).await,
+            Err(ServiceError::PreconditionFailed {
+                current: Version(2),
+                ..
+            })
+        ));
+        // A different body under the same key is refused.
+        let other = IdempotencyKey::new(
+            "PUT",
+            "/api/v1/orders/o1/status",
+            "k".into(),
+            &serde_json::json!({"status": "ready"}),
+        );
+        let reuse = Command {
+            idempotency: Some(other),
+            ..Command::change(
+                id,
+                OrderChange::SetStatus(OrderStatus::Ready),
+                Attribution::default(),
+            )
+        };
+        assert!(matches!(
+            service.execute(reuse).await,
+            Err(ServiceError::KeyReused(_))
+        ));
+    }
+}

@@ -351,3 +351,122 @@ impl Channel {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{NewOrder, Order, OrderChange, OrderStatus, Version};
+
+    fn order(id: &str) -> Order {
+        let input = serde_json::json!({
+            "customer_id": "c1",
+            "restaurant_name": "Luigi's",
+            "delivery_address": "1 Main St",
+            "items": [{"name": "Pizza", "quantity": 1, "unit_price": 9.5}]
+        });
+        let draft = NewOrder::parse(serde_json::from_value(input).unwrap()).unwrap();
+        Order::create(
+            id.parse().unwrap(),
+            draft,
+            "2025-01-12T20:30:00Z".parse().unwrap(),
+        )
+    }
+
+    fn next(order: &Order) -> Order {
+        order
+            .apply(
+                &OrderChange::SetStatus(OrderStatus::Preparing),
+                order.updated_at,
+            )
+            .unwrap()
+            .unwrap()
+    }
+
+    fn hub() -> Hub {
+        Hub::new(Limits::default(), CancellationToken::new())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_orders_are_evicted_and_watched_or_recent_ones_kept() {
+        let hub = hub();
+        for id in ["idle", "watched", "recent"] {
+            hub.publish(Arc::new(OrderSnapshot::new(order(id))));
+        }
+        let watched: OrderId = "watched".parse().unwrap();
+        let poll = {
+            let hub = hub.clone();
+            let id = watched.clone();
+            tokio::spawn(async move {
+                hub.long_poll(
+                    &id,
+                    Some(Cursor::Version(Version(1))),
+                    Duration::from_secs(3600),
+                    false,
+                )
+                .await
+            })
+        };
+        tokio::time::sleep(Duration::from_secs(9 * 60)).await;
+        hub.publish(Arc::new(OrderSnapshot::new(next(&order("recent")))));
+        tokio::time::sleep(Duration::from_secs(2 * 60)).await;
+
+        assert_eq!(hub.evict_idle(Duration::from_secs(600)), 1);
+        assert!(hub.latest(&"idle".parse().unwrap()).is_none());
+        assert!(
+            hub.latest(&watched).is_some(),
+            "a parked poll keeps its order"
+        );
+        assert!(hub.latest(&"recent".parse().unwrap()).is_some());
+        assert_eq!(hub.cached(), 2);
+
+        // The parked poll still wakes on its order's next change.
+        hub.publish(Arc::new(OrderSnapshot::new(next(&order("watched")))));
+        let outcome = poll.await.unwrap().unwrap();
+        assert!(outcome.has_update);
+        assert_eq!(outcome.snapshot.version(), Version(2));
+        // Once nobody watches and time passes, it goes too.
+        tokio::time::sleep(Duration::from_secs(601)).await;
+        assert_eq!(hub.evict_idle(Duration::from_secs(600)), 2);
+        assert_eq!(hub.cached(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_cursor_ahead_is_handed_back_unless_resolved() {
+        let hub = hub();
+        let id: OrderId = "o".parse().unwrap();
+        hub.publish(Arc::new(OrderSnapshot::new(order("o"))));
+        let ahead = Some(Cursor::Version(Version(5)));
+        let wait = Duration::from_secs(30);
+        assert_eq!(
+            hub.long_poll(&id, ahead.clone(), wait, false)
+                .await
+                .unwrap_err(),
+            PollError::CursorAhead
+        );
+        // Resolved (the store was asked and has nothing newer): answered at
+        // once with what is held, as a state the client does not have.
+        let outcome = hub.long_poll(&id, ahead, wait, true).await.unwrap();
+        assert!(outcome.has_update);
+        assert_eq!(outcome.snapshot.version(), Version(1));
+        // Behind: at once, whatever the flag.
+        let outcome = hub
+            .long_poll(&id, Some(Cursor::Version(Version(0))), wait, false)
+            .await
+            .unwrap();
+        assert!(outcome.has_update);
+    }
+
+    #[tokio::test]
+    async fn versions_only_move_forward() {
+        let hub = hub();
+        let v1 = Arc::new(OrderSnapshot::new(order("o")));
+        let v2 = Arc::new(OrderSnapshot::new(next(v1.order())));
+        hub.publish(Arc::clone(&v1));
+        assert!(hub.publish(Arc::clone(&v2)));
+        assert!(!hub.publish(v1), "an older version is ignored");
+        assert_eq!(
+            hub.latest(&"o".parse().unwrap()).unwrap().version(),
+            Version(2)
+        );
+    }
+}

@@ -269,3 +269,68 @@ pub async fn park_raw(app: &TestApp, id: &str, query: &str) -> tokio::net::TcpSt
         .expect("request written");
     stream
 }
+
+/// A fresh PostgreSQL database for one test, dropped when this is dropped
+/// (even when the test panics). `None`, with a loud note, when
+/// `TEST_DATABASE_URL` names no server.
+pub struct PgDatabase {
+    /// The server, as `TEST_DATABASE_URL` names it.
+    server: String,
+    pub name: String,
+    /// The new database's URL.
+    pub url: String,
+}
+
+impl PgDatabase {
+    pub async fn create(test: &str) -> Option<PgDatabase> {
+        use sqlx::{Connection, Executor};
+        let Ok(server) = std::env::var("TEST_DATABASE_URL") else {
+            eprintln!("SKIPPED: {test} needs PostgreSQL; set TEST_DATABASE_URL to run it");
+            return None;
+        };
+        let name = format!("ot_test_{}", uuid::Uuid::new_v4().simple());
+        let mut admin = sqlx::PgConnection::connect(&server)
+            .await
+            .expect("TEST_DATABASE_URL connects");
+        admin
+            .execute(format!("CREATE DATABASE {name}").as_str())
+            .await
+            .expect("a test database can be created");
+        let base = server.split('?').next().unwrap_or(&server);
+        let authority = base.find("://").map_or(0, |i| i + 3);
+        let base = match base[authority..].find('/') {
+            Some(slash) => &base[..authority + slash],
+            None => base,
+        };
+        let url = format!("{base}/{name}");
+        Some(PgDatabase { server, name, url })
+    }
+
+    /// Runs `sql` on the server's own database (not the test's).
+    pub async fn admin(&self, sql: &str) {
+        use sqlx::{Connection, Executor};
+        let mut admin = sqlx::PgConnection::connect(&self.server).await.unwrap();
+        admin.execute(sql).await.unwrap();
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let server = self.server.clone();
+        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        // Drop cannot await; a thread with its own runtime can.
+        let _ = std::thread::spawn(move || {
+            use sqlx::{Connection, Executor};
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            runtime.block_on(async {
+                if let Ok(mut admin) = sqlx::PgConnection::connect(&server).await {
+                    let _ = admin.execute(sql.as_str()).await;
+                }
+            });
+        })
+        .join();
+    }
+}

@@ -2,6 +2,7 @@
 //! talks to it over real HTTP.
 
 mod caps;
+mod crash;
 mod docs;
 mod durability;
 mod helpers;

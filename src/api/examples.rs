@@ -146,6 +146,7 @@ pub fn stats_response() -> Value {
                     disconnected: 31,
                 },
                 status_updates_published: 95,
+                orders_cached: 3,
             },
             orders_total: 3,
             orders_by_status: OrderStatus::ALL

@@ -331,6 +331,7 @@ impl Hub {
             max_parked_polls: self.shared.limits.global,
             polls: self.shared.counters.snapshot(),
             status_updates_published: self.shared.counters.published.load(Ordering::Relaxed),
+            orders_cached: self.shared.channels.len(),
         }
     }
 }

@@ -130,4 +130,7 @@ pub struct HubStats {
     pub polls: PollCounts,
     /// New order versions published since start, each waking that order's polls.
     pub status_updates_published: u64,
+    /// Orders held in memory now: those watched or changed recently. Idle
+    /// ones are evicted and read from the store when next needed.
+    pub orders_cached: usize,
 }

@@ -25,6 +25,8 @@ pub struct TestApp {
     server: JoinHandle<std::io::Result<()>>,
     /// The SQLite file's directory, removed when the test ends.
     data_dir: Option<tempfile::TempDir>,
+    /// The PostgreSQL database, dropped when the test ends.
+    _pg: Option<PgDatabase>,
 }
 
 /// A server with the default configuration (sample orders 101–103 seeded).
@@ -33,8 +35,18 @@ pub async fn spawn_app() -> TestApp {
 }
 
 /// A server with `tweak` applied to the default configuration, on the
-/// default store (SQLite) in a file of its own.
+/// default store (SQLite) in a file of its own; or, with
+/// `TEST_API_STORE=postgres`, on a fresh PostgreSQL database (`.ci/run` runs
+/// the suite both ways).
 pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
+    if std::env::var("TEST_API_STORE").as_deref() == Ok("postgres") {
+        let pg = PgDatabase::create("TEST_API_STORE=postgres")
+            .await
+            .expect("TEST_API_STORE=postgres needs TEST_DATABASE_URL");
+        let mut app = spawn_app_at(&pg.url, tweak).await;
+        app._pg = Some(pg);
+        return app;
+    }
     let dir = tempfile::tempdir().expect("a temporary directory");
     let mut app = spawn_app_at(&sqlite_url(&dir), tweak).await;
     app.data_dir = Some(dir);
@@ -67,6 +79,7 @@ pub async fn spawn_app_at(database_url: &str, tweak: impl FnOnce(&mut Config)) -
         shutdown,
         server,
         data_dir: None,
+        _pg: None,
     }
 }
 

@@ -78,15 +78,7 @@ impl OrderStore for MemoryStore {
         let mut poisoned = Poisoned::default();
         Ok(batch
             .iter()
-            .map(|commit| {
-                if poisoned.contains(commit) {
-                    return CommitOutcome::Conflict;
-                }
-                match state.commit_one(commit) {
-                    CommitOutcome::Committed => CommitOutcome::Committed,
-                    failed => poisoned.fail(commit, failed),
-                }
-            })
+            .map(|commit| poisoned.outcome(commit, || state.commit_one(commit)))
             .collect())
     }
 

@@ -200,15 +200,44 @@ pub async fn open(url: &str, pool_size: u32) -> Result<Arc<dyn OrderStore>, Stor
 struct Poisoned(HashSet<OrderId>);
 
 impl Poisoned {
-    fn contains(&self, commit: &Commit) -> bool {
-        self.0.contains(&commit.order().id)
-    }
-
-    /// Records a failed commit; passes the outcome through.
-    fn fail(&mut self, commit: &Commit, outcome: CommitOutcome) -> CommitOutcome {
-        self.0.insert(commit.order().id.clone());
+    /// The outcome of `commit` in a batch: a conflict if an earlier commit
+    /// of its order failed, else what `write` (not started otherwise) says;
+    /// a failure poisons the order for the rest of the batch.
+    fn outcome(&mut self, commit: &Commit, write: impl FnOnce() -> CommitOutcome) -> CommitOutcome {
+        if self.0.contains(&commit.order().id) {
+            return CommitOutcome::Conflict;
+        }
+        let outcome = write();
+        if outcome != CommitOutcome::Committed {
+            self.0.insert(commit.order().id.clone());
+        }
         outcome
     }
+
+    /// [`Poisoned::outcome`] for a write that awaits.
+    async fn outcome_of(
+        &mut self,
+        commit: &Commit,
+        write: impl std::future::Future<Output = Result<CommitOutcome, StoreError>>,
+    ) -> Result<CommitOutcome, StoreError> {
+        if self.0.contains(&commit.order().id) {
+            return Ok(CommitOutcome::Conflict);
+        }
+        let outcome = write.await?;
+        Ok(self.outcome(commit, || outcome))
+    }
+}
+
+/// `SELECT status, COUNT(*) … GROUP BY status` rows as counts per status.
+fn counts_by_status(rows: Vec<(String, i64)>) -> Result<BTreeMap<OrderStatus, u64>, StoreError> {
+    rows.into_iter()
+        .map(|(status, count)| {
+            Ok((
+                parse_stored("status", &status)?,
+                u64::try_from(count).unwrap_or(0),
+            ))
+        })
+        .collect()
 }
 
 /// Reads an order from its stored snapshot JSON.

@@ -12,8 +12,8 @@ use sqlx::types::Json;
 use sqlx::{PgPool, Postgres, Row, Transaction};
 
 use super::{
-    limit_to_db, parse_stored, version_from_db, version_to_db, Commit, CommitOutcome,
-    IdempotencyRecord, OrderStore, Poisoned, StoreError,
+    counts_by_status, limit_to_db, parse_stored, version_from_db, version_to_db, Commit,
+    CommitOutcome, IdempotencyRecord, OrderStore, Poisoned, StoreError,
 };
 use crate::domain::{Attribution, Event, Order, OrderId, OrderStatus, Timestamp, Version};
 
@@ -187,15 +187,11 @@ impl OrderStore for PostgresStore {
         let mut poisoned = Poisoned::default();
         let mut outcomes = Vec::with_capacity(batch.len());
         for commit in batch {
-            let outcome = if poisoned.contains(commit) {
-                CommitOutcome::Conflict
-            } else {
-                match commit_one(&mut tx, commit).await? {
-                    CommitOutcome::Committed => CommitOutcome::Committed,
-                    failed => poisoned.fail(commit, failed),
-                }
-            };
-            outcomes.push(outcome);
+            outcomes.push(
+                poisoned
+                    .outcome_of(commit, commit_one(&mut tx, commit))
+                    .await?,
+            );
         }
         tx.commit().await?;
         Ok(outcomes)
@@ -249,14 +245,7 @@ impl OrderStore for PostgresStore {
             sqlx::query_as("SELECT status, COUNT(*) FROM orders GROUP BY status")
                 .fetch_all(&self.pool)
                 .await?;
-        rows.into_iter()
-            .map(|(status, count)| {
-                Ok((
-                    parse_stored("status", &status)?,
-                    u64::try_from(count).unwrap_or(0),
-                ))
-            })
-            .collect()
+        counts_by_status(rows)
     }
 
     async fn idempotency(

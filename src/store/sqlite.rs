@@ -13,8 +13,9 @@ use sqlx::sqlite::{
 use sqlx::{Row, Sqlite, SqlitePool, Transaction};
 
 use super::{
-    limit_to_db, metadata_from_json, order_from_json, parse_stored, version_from_db, version_to_db,
-    Commit, CommitOutcome, IdempotencyRecord, OrderStore, Poisoned, StoreError,
+    counts_by_status, limit_to_db, metadata_from_json, order_from_json, parse_stored,
+    version_from_db, version_to_db, Commit, CommitOutcome, IdempotencyRecord, OrderStore, Poisoned,
+    StoreError,
 };
 use crate::domain::{Attribution, Event, Order, OrderId, OrderStatus, Timestamp, Version};
 
@@ -177,15 +178,11 @@ impl OrderStore for SqliteStore {
         let mut poisoned = Poisoned::default();
         let mut outcomes = Vec::with_capacity(batch.len());
         for commit in batch {
-            let outcome = if poisoned.contains(commit) {
-                CommitOutcome::Conflict
-            } else {
-                match commit_one(&mut tx, commit).await? {
-                    CommitOutcome::Committed => CommitOutcome::Committed,
-                    failed => poisoned.fail(commit, failed),
-                }
-            };
-            outcomes.push(outcome);
+            outcomes.push(
+                poisoned
+                    .outcome_of(commit, commit_one(&mut tx, commit))
+                    .await?,
+            );
         }
         tx.commit().await?;
         Ok(outcomes)
@@ -233,14 +230,7 @@ impl OrderStore for SqliteStore {
             sqlx::query_as("SELECT status, COUNT(*) FROM orders GROUP BY status")
                 .fetch_all(&self.pool)
                 .await?;
-        rows.into_iter()
-            .map(|(status, count)| {
-                Ok((
-                    parse_stored("status", &status)?,
-                    u64::try_from(count).unwrap_or(0),
-                ))
-            })
-            .collect()
+        counts_by_status(rows)
     }
 
     async fn idempotency(

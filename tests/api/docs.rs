@@ -77,6 +77,35 @@ async fn openapi_is_3_1_and_every_operation_is_described() {
     }
 }
 
+/// utoipa takes only literals for a parameter's `minimum` and `maximum`, so
+/// the documented `speed` range is written twice; it must be the enforced one.
+#[test]
+fn documented_speed_range_is_the_enforced_one() {
+    use order_tracker::domain::workflow::{MAX_SPEED, MIN_SPEED};
+    let doc: Value = serde_json::from_str(&order_tracker::api::docs::openapi_json()).unwrap();
+    for path in [
+        "/api/v1/orders/initiate",
+        "/api/v1/orders/{id}/simulate-workflow",
+    ] {
+        let speed = doc["paths"][path]["post"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|parameter| parameter["name"] == "speed")
+            .unwrap_or_else(|| panic!("{path} documents speed"));
+        assert_eq!(
+            speed["schema"]["minimum"].as_f64(),
+            Some(MIN_SPEED),
+            "{path}"
+        );
+        assert_eq!(
+            speed["schema"]["maximum"].as_f64(),
+            Some(MAX_SPEED),
+            "{path}"
+        );
+    }
+}
+
 /// Whether a media type object shows an example, itself or through the
 /// component schema it references.
 fn has_example(doc: &Value, media: &Value) -> bool {

@@ -47,10 +47,23 @@ fn parse_id(kind: &str, s: &str) -> Result<String, String> {
     Ok(s.to_owned())
 }
 
-/// An order's id, as it appears in URLs (`/api/v1/orders/{id}`).
+/// An order's id, as it appears in URLs (`/api/v1/orders/{id}`): an
+/// identifier (see `parse_id`) with at least one character other than `.`,
+/// and not one of [`RESERVED_ORDER_IDS`].
+///
+/// `.` and `..` are URL path segments meaning "this" and "the parent":
+/// clients resolve them before sending (`/api/v1/orders/../track` goes out as
+/// `/api/v1/track`), so such an order could never be read, tracked or
+/// changed. Ids of dots alone (`...`) are refused with them: the rule "at
+/// least one letter, digit, `_` or `-`" is simpler to state and to check
+/// than "not `.` or `..`", and no real id is all dots.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
 #[serde(try_from = "String", into = "String")]
-#[schema(value_type = String, example = "101")]
+#[schema(
+    value_type = String,
+    example = "101",
+    description = "An order's id, as it appears in URLs (`/api/v1/orders/{id}`): 1 to 64 letters, digits, `_`, `-` and `.`, not only dots (`.` and `..` are URL path segments), and none of the reserved path segments `initiate`, `followup`, `tracking`, `system`."
+)]
 pub struct OrderId(String);
 
 /// A path or body value that is not a usable order id.
@@ -67,13 +80,19 @@ impl OrderId {
 impl FromStr for OrderId {
     type Err = BadId;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let id = parse_id("order id", s).map_err(BadId)?;
+        if id.bytes().all(|b| b == b'.') {
+            return Err(BadId(format!(
+                "order id must contain a character other than '.': '.' and '..' are URL path segments (this and the parent), got '{s}'"
+            )));
+        }
         if RESERVED_ORDER_IDS.contains(&s) {
             return Err(BadId(format!(
                 "order id '{s}' is reserved (it is a path of the API); reserved ids are: {}",
                 RESERVED_ORDER_IDS.join(", ")
             )));
         }
-        parse_id("order id", s).map(OrderId).map_err(BadId)
+        Ok(OrderId(id))
     }
 }
 
@@ -482,7 +501,8 @@ fn estimate(status: OrderStatus, at: Timestamp) -> Option<Timestamp> {
     ]
 }))]
 pub struct NewOrderInput {
-    /// Optional id; one is generated when absent. Letters, digits, `_ - .`.
+    /// Optional id; one is generated when absent. 1 to 64 letters, digits,
+    /// `_ - .`, not only dots.
     pub id: Option<String>,
     pub customer_id: String,
     pub restaurant_name: String,
@@ -856,6 +876,26 @@ mod tests {
             assert!(err.0.contains("reserved"), "{err}");
         }
         assert!("tracking-1".parse::<OrderId>().is_ok());
+    }
+
+    #[test]
+    fn ids_of_dots_alone_are_not_order_ids() {
+        for dots in [".", "..", "...", &".".repeat(MAX_ID_LEN)] {
+            let err = dots.parse::<OrderId>().unwrap_err();
+            assert!(
+                err.0
+                    .starts_with("order id must contain a character other than '.'"),
+                "{dots}: {err}"
+            );
+        }
+        for dotted in [".x", "x.", "..x..", "v1.2", "_", "-"] {
+            assert_eq!(dotted.parse::<OrderId>().unwrap().as_str(), dotted);
+        }
+        // Too long is reported as too long, not as dots.
+        let long = ".".repeat(MAX_ID_LEN + 1);
+        assert!(long.parse::<OrderId>().unwrap_err().0.contains("1 to 64"));
+        // Customer ids never stand in a path; the rule is the order id's.
+        assert!(CustomerId::try_from("..".to_owned()).is_ok());
     }
 
     #[test]

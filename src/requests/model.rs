@@ -145,7 +145,7 @@ pub struct MessageContent {
 }))]
 pub struct InitiateInput {
     /// The request's id, which is also the customer order's id: 1 to 64
-    /// letters, digits, `_ - .`.
+    /// letters, digits, `_ - .`, not only dots.
     #[schema(example = "TEST001")]
     pub order_req_id: String,
     /// The customer session that makes the request: 1 to 64 letters, digits,

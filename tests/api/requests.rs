@@ -578,6 +578,28 @@ async fn an_initiate_with_a_speed_out_of_range_creates_nothing() {
     assert_eq!(app.order("SPEED0").await["status"], json!("requested"));
 }
 
+/// `.` and `..` are not ids: in a URL they mean "this" and "the parent".
+#[tokio::test]
+async fn dot_ids_are_refused_in_request_bodies() {
+    let app = spawn_app().await;
+    for id in [".", "..", "..."] {
+        let (status, body) = initiate(&app, id, "").await;
+        assert_error(status, &body, StatusCode::BAD_REQUEST, "validation_failed");
+        assert!(
+            body["message"].as_str().unwrap().contains("order_req_id"),
+            "{body}"
+        );
+        let (status, body) = app
+            .post_json(
+                "/api/v1/orders/followup",
+                &follow_up_body(id, &["seller1"], "hello"),
+            )
+            .await;
+        assert_error(status, &body, StatusCode::BAD_REQUEST, "validation_failed");
+    }
+    assert_eq!(request_stats(&app).await["tracked"], json!(0));
+}
+
 #[tokio::test]
 async fn tracking_routes_sit_beside_order_routes() {
     let app = spawn_app().await;

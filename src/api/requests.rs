@@ -215,7 +215,7 @@ pub async fn tracking_status(State(state): State<AppState>) -> Json<TrackingStat
     get,
     path = "/api/v1/orders/tracking/{order_req_id}",
     tag = "order requests",
-    params(("order_req_id" = String, Path, description = "Order request id", example = "TEST001")),
+    params(("order_req_id" = OrderId, Path, description = "Order request id", example = "TEST001")),
     responses(
         (status = 200, description = "The request as the requestor tracks it.", body = TrackingDetails),
         (status = 400, description = "The id is not a valid order request id.", body = ErrorBody,
@@ -259,7 +259,7 @@ pub struct StopResponse {
     post,
     path = "/api/v1/orders/{id}/stop",
     tag = "order requests",
-    params(("id" = String, Path, description = "Order request id", example = "TEST001")),
+    params(("id" = OrderId, Path, description = "Order request id", example = "TEST001")),
     responses(
         (status = 200, description = "Stopped.", body = StopResponse),
         (status = 400, description = "The id is not a valid order request id.", body = ErrorBody,

@@ -62,7 +62,7 @@ pub struct SimulationCancelled {
     post,
     path = "/api/v1/orders/{id}/simulate-workflow",
     tag = "simulation",
-    params(("id" = String, Path, description = "Order id", example = "101"), SimulateParams),
+    params(("id" = OrderId, Path, description = "Order id", example = "101"), SimulateParams),
     responses(
         (status = 202, description = "Started; the body is the timeline it will follow.", body = SimulationStarted),
         (status = 400, description = "`speed` is not a number from 0.01 to 100000, or an unknown parameter was sent. Nothing is started.", body = ErrorBody,
@@ -96,7 +96,7 @@ pub async fn start_simulation(
     delete,
     path = "/api/v1/orders/{id}/simulate-workflow",
     tag = "simulation",
-    params(("id" = String, Path, description = "Order id", example = "101")),
+    params(("id" = OrderId, Path, description = "Order id", example = "101")),
     responses(
         (status = 200, description = "Cancelled.", body = SimulationCancelled),
         (status = 404, description = "No simulation is running for this order.", body = ErrorBody,

@@ -2,7 +2,7 @@
 //! for routes that do not exist.
 
 use reqwest::StatusCode;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::helpers::{assert_error, json_of, spawn_app};
 
@@ -103,6 +103,41 @@ fn documented_speed_range_is_the_enforced_one() {
             Some(MAX_SPEED),
             "{path}"
         );
+    }
+}
+
+/// Every order id the API reads, in a path or a body, is documented as the
+/// `OrderId` schema, which carries the pattern the server enforces (the unit
+/// tests beside `OrderId` check the pattern against the parser).
+#[test]
+fn every_order_id_is_documented_with_the_enforced_pattern() {
+    use order_tracker::domain::order::{MAX_ID_LEN, ORDER_ID_PATTERN};
+    let doc: Value = serde_json::from_str(&order_tracker::api::docs::openapi_json()).unwrap();
+    let schema = &doc["components"]["schemas"]["OrderId"];
+    assert_eq!(schema["pattern"], json!(ORDER_ID_PATTERN));
+    assert_eq!(schema["maxLength"], json!(MAX_ID_LEN));
+    assert_eq!(schema["minLength"], json!(1));
+    let reference = json!({"$ref": "#/components/schemas/OrderId"});
+    let mut path_ids = 0;
+    for (path, operations) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in operations.as_object().unwrap() {
+            for parameter in operation["parameters"].as_array().into_iter().flatten() {
+                if parameter["in"] == "path" {
+                    assert_eq!(parameter["schema"], reference, "{method} {path}");
+                    path_ids += 1;
+                }
+            }
+        }
+    }
+    // Eight operations take an id in their path today.
+    assert!(path_ids >= 8, "only {path_ids} path ids seen");
+    let schemas = &doc["components"]["schemas"];
+    for field in [
+        &schemas["InitiateInput"]["properties"]["order_req_id"],
+        &schemas["FollowUpInput"]["properties"]["order_req_id"],
+        &schemas["NewOrderInput"]["properties"]["id"]["oneOf"][1],
+    ] {
+        assert_eq!(field["$ref"], reference["$ref"], "{field}");
     }
 }
 

@@ -146,6 +146,7 @@ async fn dot_segments_in_id_paths_are_400() {
         ("GET", "/api/v1/orders/.."),
         ("GET", "/api/v1/orders/%2E%2E"),
         ("GET", "/api/v1/orders/../track"),
+        ("GET", "/api/v1/orders/../history"),
         ("PUT", "/api/v1/orders/./status"),
         ("POST", "/api/v1/orders/../simulate-workflow"),
         ("DELETE", "/api/v1/orders/./simulate-workflow"),

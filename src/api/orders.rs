@@ -14,8 +14,8 @@ use super::error::{ApiError, ErrorBody, Result};
 use super::extract::{AppQuery, IfNoneMatch, OrderPath, WriteRequest, IDEMPOTENT_REPLAYED};
 use super::AppState;
 use crate::domain::{
-    Attribution, Event, EventKind, NewOrder, NewOrderInput, OrderChange, OrderStatus, Timestamp,
-    ValidationError, Version,
+    Attribution, Event, EventKind, NewOrder, NewOrderInput, OrderChange, OrderId, OrderStatus,
+    Timestamp, ValidationError, Version,
 };
 use crate::orders::{Applied, Command, Target, DEFAULT_HISTORY_PAGE, MAX_HISTORY_PAGE};
 
@@ -98,7 +98,7 @@ pub async fn create_order(
     path = "/api/v1/orders/{id}",
     tag = "orders",
     params(
-        ("id" = String, Path, description = "Order id", example = "101"),
+        ("id" = OrderId, Path, description = "Order id", example = "101"),
         ("If-None-Match" = Option<String>, Header, description = "An `ETag` from an earlier response", example = "\"3\""),
     ),
     responses(
@@ -166,7 +166,7 @@ pub struct StatusUpdate {
     put,
     path = "/api/v1/orders/{id}/status",
     tag = "orders",
-    params(("id" = String, Path, description = "Order id", example = "101"),
+    params(("id" = OrderId, Path, description = "Order id", example = "101"),
         ("Idempotency-Key" = Option<String>, Header, description = "A unique key per logical request (a UUID): a retry with the same key and body within 24 hours replays the first answer instead of repeating the change", example = "5d1f4c1e-8a0b-4d7a-9c2e-3f6b7a8c9d01"),
         ("If-Match" = Option<String>, Header, description = "Apply only if the order is still at this version: its `ETag`, quoted", example = "\"2\"")),
     request_body = StatusUpdate,
@@ -287,7 +287,7 @@ pub struct HistoryResponse {
     get,
     path = "/api/v1/orders/{id}/history",
     tag = "orders",
-    params(("id" = String, Path, description = "Order id", example = "101"), HistoryParams),
+    params(("id" = OrderId, Path, description = "Order id", example = "101"), HistoryParams),
     responses(
         (status = 200, description = "A page of events.", body = HistoryResponse),
         (status = 400, description = "A parameter could not be read or is out of range.", body = ErrorBody,

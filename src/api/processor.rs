@@ -7,6 +7,7 @@ use axum::{Json, Router};
 use super::error::{ErrorBody, Result};
 use super::extract::OrderPath;
 use super::AppState;
+use crate::domain::OrderId;
 use crate::requests::processor::{ProcessorOrderReqObj, ProcessorStatus};
 use crate::requests::transport::ProcessorError;
 
@@ -45,7 +46,7 @@ pub async fn processor_status(State(state): State<AppState>) -> Json<ProcessorSt
     get,
     path = "/api/v1/processor/tracking/{order_req_id}",
     tag = "processor",
-    params(("order_req_id" = String, Path, description = "Order request id", example = "TEST001")),
+    params(("order_req_id" = OrderId, Path, description = "Order request id", example = "TEST001")),
     responses(
         (status = 200, description = "The processor's record.", body = ProcessorOrderReqObj),
         (status = 400, description = "The id is not a valid order request id.", body = ErrorBody,

@@ -35,10 +35,10 @@ pub fn router() -> Router<AppState> {
 #[serde(deny_unknown_fields)]
 pub struct InitiateParams {
     /// How many times faster than real time the simulated sellers answer,
-    /// greater than 0 and at most 100000. Default: the server's
-    /// `--processing-speed` (1 unless set), where a request is decided 6
-    /// minutes after it is initiated.
-    #[param(value_type = Option<f64>, example = 60)]
+    /// from 0.01 to 100000. Default: the server's `--processing-speed` (1
+    /// unless set), where a request is decided 6 minutes after it is
+    /// initiated.
+    #[param(value_type = Option<f64>, example = 60, minimum = 0.01, maximum = 100000.0)]
     pub speed: Option<String>,
     /// How the simulated sellers behave: `accept` (default: three sellers
     /// propose, the quickest is accepted and the order is confirmed),
@@ -96,7 +96,7 @@ pub struct InitiateResponse {
     request_body = InitiateInput,
     responses(
         (status = 200, description = "Started, or already being processed (see `message`).", body = InitiateResponse),
-        (status = 400, description = "Malformed JSON, a missing or unknown field, or invalid values (`validation_failed` lists them all); or a bad `speed` or `scenario`.", body = ErrorBody,
+        (status = 400, description = "Malformed JSON, a missing or unknown field, or invalid values (`validation_failed` lists them all); or a bad `speed` (not from 0.01 to 100000) or `scenario` (`invalid_parameter`). Nothing is created or tracked.", body = ErrorBody,
             example = json!({"success": false, "error": "validation_failed", "message": "invalid initiate request: session_id must be 1 to 64 characters, got 0; notification_type must be one of email, sms, push, got 'fax'"})),
         (status = 409, description = "The id belongs to an order that is no longer `requested`.", body = ErrorBody,
             example = json!({"success": false, "error": "request_settled", "message": "order TEST001 is confirmed, so its request is settled; only a requested order can be processed again"})),
@@ -215,7 +215,7 @@ pub async fn tracking_status(State(state): State<AppState>) -> Json<TrackingStat
     get,
     path = "/api/v1/orders/tracking/{order_req_id}",
     tag = "order requests",
-    params(("order_req_id" = String, Path, description = "Order request id", example = "TEST001")),
+    params(("order_req_id" = OrderId, Path, description = "Order request id", example = "TEST001")),
     responses(
         (status = 200, description = "The request as the requestor tracks it.", body = TrackingDetails),
         (status = 400, description = "The id is not a valid order request id.", body = ErrorBody,
@@ -259,7 +259,7 @@ pub struct StopResponse {
     post,
     path = "/api/v1/orders/{id}/stop",
     tag = "order requests",
-    params(("id" = String, Path, description = "Order request id", example = "TEST001")),
+    params(("id" = OrderId, Path, description = "Order request id", example = "TEST001")),
     responses(
         (status = 200, description = "Stopped.", body = StopResponse),
         (status = 400, description = "The id is not a valid order request id.", body = ErrorBody,

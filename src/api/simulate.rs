@@ -25,9 +25,9 @@ pub fn router() -> Router<AppState> {
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct SimulateParams {
-    /// How many times faster than real time to run, greater than 0 and at most
-    /// 100000. Default 1 (the real 33-minute timeline).
-    #[param(value_type = Option<f64>, example = 60)]
+    /// How many times faster than real time to run, from 0.01 (55 hours) to
+    /// 100000 (about 20 ms). Default 1 (the real 33-minute timeline).
+    #[param(value_type = Option<f64>, example = 60, minimum = 0.01, maximum = 100000.0)]
     pub speed: Option<String>,
 }
 
@@ -62,11 +62,11 @@ pub struct SimulationCancelled {
     post,
     path = "/api/v1/orders/{id}/simulate-workflow",
     tag = "simulation",
-    params(("id" = String, Path, description = "Order id", example = "101"), SimulateParams),
+    params(("id" = OrderId, Path, description = "Order id", example = "101"), SimulateParams),
     responses(
         (status = 202, description = "Started; the body is the timeline it will follow.", body = SimulationStarted),
-        (status = 400, description = "`speed` is not a usable number.", body = ErrorBody,
-            example = json!({"success": false, "error": "invalid_parameter", "message": "speed must be a number greater than 0 and at most 100000, got 'fast'"})),
+        (status = 400, description = "`speed` is not a number from 0.01 to 100000, or an unknown parameter was sent. Nothing is started.", body = ErrorBody,
+            example = json!({"success": false, "error": "invalid_parameter", "message": "speed must be a number from 0.01 to 100000 (times real time), got '1e-300'"})),
         (status = 404, description = "No such order.", body = ErrorBody,
             example = json!({"success": false, "error": "order_not_found", "message": "order 999 not found"})),
         (status = 409, description = "A simulation is already running for this order, the order is final, or it is still `requested` (`order_not_confirmed`: its timeline starts when a seller's proposal is accepted).", body = ErrorBody,
@@ -96,7 +96,7 @@ pub async fn start_simulation(
     delete,
     path = "/api/v1/orders/{id}/simulate-workflow",
     tag = "simulation",
-    params(("id" = String, Path, description = "Order id", example = "101")),
+    params(("id" = OrderId, Path, description = "Order id", example = "101")),
     responses(
         (status = 200, description = "Cancelled.", body = SimulationCancelled),
         (status = 404, description = "No simulation is running for this order.", body = ErrorBody,

@@ -15,7 +15,7 @@ use super::error::{ApiError, ErrorBody, Result};
 use super::extract::{IfNoneMatch, OrderPath};
 use super::AppState;
 use crate::domain::poll::BatteryTip;
-use crate::domain::{Cursor, Order, OrderSnapshot, PollTimeout, Timestamp, Version};
+use crate::domain::{Cursor, Order, OrderId, OrderSnapshot, PollTimeout, Timestamp, Version};
 use crate::orders::{ServiceError, Tracked};
 
 pub fn router() -> Router<AppState> {
@@ -183,7 +183,7 @@ fn read(
     path = "/api/v1/orders/{id}/track",
     tag = "tracking",
     params(
-        ("id" = String, Path, description = "Order id", example = "101"),
+        ("id" = OrderId, Path, description = "Order id", example = "101"),
         TrackParams,
         ("If-None-Match" = Option<String>, Header, description = "The `ETag` of the version the client has; used when no query cursor is given", example = "\"3\""),
     ),

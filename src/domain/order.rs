@@ -27,6 +27,14 @@ pub const MAX_UNIT_PRICE: f64 = 100_000.0;
 /// an order with such an id could never be read, tracked or changed.
 pub const RESERVED_ORDER_IDS: [&str; 4] = ["initiate", "followup", "tracking", "system"];
 
+/// What an order id looks like, as an ECMA-262 regular expression for the
+/// OpenAPI document: letters, digits, `_ - .`, at least one of them not a
+/// dot. With a length of 1 to [`MAX_ID_LEN`] (the schema's `maxLength`) and
+/// none of [`RESERVED_ORDER_IDS`], that is exactly what [`OrderId`] accepts;
+/// a unit test checks the two agree. No look-ahead, so validators built on
+/// RE2-like engines can use it too.
+pub const ORDER_ID_PATTERN: &str = "^[A-Za-z0-9_.-]*[A-Za-z0-9_-][A-Za-z0-9_.-]*$";
+
 /// Reads an identifier: 1 to [`MAX_ID_LEN`] characters of `A-Z a-z 0-9 _ - .`,
 /// so ids are safe in URLs, logs and keys without escaping.
 fn parse_id(kind: &str, s: &str) -> Result<String, String> {
@@ -47,10 +55,18 @@ fn parse_id(kind: &str, s: &str) -> Result<String, String> {
     Ok(s.to_owned())
 }
 
-/// An order's id, as it appears in URLs (`/api/v1/orders/{id}`).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+/// An order's id, as it appears in URLs (`/api/v1/orders/{id}`): an
+/// identifier (see `parse_id`) with at least one character other than `.`,
+/// and not one of [`RESERVED_ORDER_IDS`].
+///
+/// `.` and `..` are URL path segments meaning "this" and "the parent":
+/// clients resolve them before sending (`/api/v1/orders/../track` goes out as
+/// `/api/v1/track`), so such an order could never be read, tracked or
+/// changed. Ids of dots alone (`...`) are refused with them: the rule "at
+/// least one letter, digit, `_` or `-`" is simpler to state and to check
+/// than "not `.` or `..`", and no real id is all dots.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-#[schema(value_type = String, example = "101")]
 pub struct OrderId(String);
 
 /// A path or body value that is not a usable order id.
@@ -67,13 +83,19 @@ impl OrderId {
 impl FromStr for OrderId {
     type Err = BadId;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let id = parse_id("order id", s).map_err(BadId)?;
+        if id.bytes().all(|b| b == b'.') {
+            return Err(BadId(format!(
+                "order id must contain a character other than '.': '.' and '..' are URL path segments (this and the parent), got '{s}'"
+            )));
+        }
         if RESERVED_ORDER_IDS.contains(&s) {
             return Err(BadId(format!(
                 "order id '{s}' is reserved (it is a path of the API); reserved ids are: {}",
                 RESERVED_ORDER_IDS.join(", ")
             )));
         }
-        parse_id("order id", s).map(OrderId).map_err(BadId)
+        Ok(OrderId(id))
     }
 }
 
@@ -95,6 +117,26 @@ impl fmt::Display for OrderId {
         f.write_str(&self.0)
     }
 }
+
+impl utoipa::PartialSchema for OrderId {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .min_length(Some(1))
+            .max_length(Some(MAX_ID_LEN))
+            .pattern(Some(ORDER_ID_PATTERN))
+            .description(Some(format!(
+                "An order's id, as it appears in URLs (`/api/v1/orders/{{id}}`): 1 to \
+                 {MAX_ID_LEN} letters, digits, `_`, `-` and `.`, not only dots (`.` and `..` \
+                 are URL path segments), and none of the reserved path segments {}.",
+                RESERVED_ORDER_IDS.map(|id| format!("`{id}`")).join(", ")
+            )))
+            .examples(["101"])
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for OrderId {}
 
 /// The customer an order belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
@@ -482,7 +524,9 @@ fn estimate(status: OrderStatus, at: Timestamp) -> Option<Timestamp> {
     ]
 }))]
 pub struct NewOrderInput {
-    /// Optional id; one is generated when absent. Letters, digits, `_ - .`.
+    /// Optional id; one is generated when absent. 1 to 64 letters, digits,
+    /// `_ - .`, not only dots.
+    #[schema(value_type = Option<OrderId>)]
     pub id: Option<String>,
     pub customer_id: String,
     pub restaurant_name: String,
@@ -856,6 +900,56 @@ mod tests {
             assert!(err.0.contains("reserved"), "{err}");
         }
         assert!("tracking-1".parse::<OrderId>().is_ok());
+    }
+
+    #[test]
+    fn ids_of_dots_alone_are_not_order_ids() {
+        for dots in [".", "..", "...", &".".repeat(MAX_ID_LEN)] {
+            let err = dots.parse::<OrderId>().unwrap_err();
+            assert!(
+                err.0
+                    .starts_with("order id must contain a character other than '.'"),
+                "{dots}: {err}"
+            );
+        }
+        for dotted in [".x", "x.", "..x..", "v1.2", "_", "-"] {
+            assert_eq!(dotted.parse::<OrderId>().unwrap().as_str(), dotted);
+        }
+        // Too long is reported as too long, not as dots.
+        let long = ".".repeat(MAX_ID_LEN + 1);
+        assert!(long.parse::<OrderId>().unwrap_err().0.contains("1 to 64"));
+        // Customer ids never stand in a path; the rule is the order id's.
+        assert!(CustomerId::try_from("..".to_owned()).is_ok());
+    }
+
+    #[test]
+    fn the_documented_pattern_accepts_exactly_the_order_ids() {
+        let pattern = regex::Regex::new(ORDER_ID_PATTERN).unwrap();
+        // Every string of up to three characters from an alphabet with one
+        // member of each class the rule tells apart, and a few long ones.
+        let alphabet = ['a', 'Z', '7', '_', '-', '.', ' ', '/', '%', 'é', '\n'];
+        let mut cases = vec![String::new()];
+        let mut of_length = vec![String::new()];
+        for _ in 0..3 {
+            of_length = of_length
+                .iter()
+                .flat_map(|head| alphabet.iter().map(move |c| format!("{head}{c}")))
+                .collect();
+            cases.extend(of_length.iter().cloned());
+        }
+        cases.extend(["a".repeat(MAX_ID_LEN), "a".repeat(MAX_ID_LEN + 1)]);
+        cases.extend([
+            ".".repeat(MAX_ID_LEN),
+            format!("{}a", ".".repeat(MAX_ID_LEN - 1)),
+        ]);
+        cases.extend(RESERVED_ORDER_IDS.map(String::from));
+        for case in cases {
+            // JSON Schema counts characters for `maxLength`.
+            let documented = pattern.is_match(&case)
+                && (1..=MAX_ID_LEN).contains(&case.chars().count())
+                && !RESERVED_ORDER_IDS.contains(&case.as_str());
+            assert_eq!(case.parse::<OrderId>().is_ok(), documented, "{case:?}");
+        }
     }
 
     #[test]

@@ -10,7 +10,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use chrono::{DateTime, NaiveDateTime, SubsecRound, TimeDelta, Utc};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, SubsecRound, TimeDelta, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A UTC instant with microsecond precision.
@@ -19,6 +19,14 @@ pub struct Timestamp(DateTime<Utc>);
 
 /// The smallest step between two timestamps of one order.
 const TICK: TimeDelta = TimeDelta::microseconds(1);
+
+/// The last instant RFC 3339 can write (its years have four digits), at our
+/// precision. Built at compile time, so the `expect`s cannot fire at run time.
+const LAST_RFC_3339: DateTime<Utc> = NaiveDate::from_ymd_opt(9999, 12, 31)
+    .expect("a valid date")
+    .and_hms_micro_opt(23, 59, 59, 999_999)
+    .expect("a valid time")
+    .and_utc();
 
 impl Timestamp {
     /// Truncates `at` to microseconds, the precision of the wire format.
@@ -38,13 +46,16 @@ impl Timestamp {
         }
     }
 
-    /// `self + delta`, saturating at the far future rather than panicking.
+    /// `self + delta`, saturating at 9999-12-31T23:59:59.999999Z rather than
+    /// panicking or running past what the wire format (RFC 3339) can write.
+    /// Deltas are minutes of a timeline, scaled by a bounded speed, so the
+    /// cap is a guard, not something a real estimate reaches.
     pub fn plus(self, delta: TimeDelta) -> Timestamp {
-        Timestamp(
-            self.0
-                .checked_add_signed(delta)
-                .unwrap_or(DateTime::<Utc>::MAX_UTC),
-        )
+        let at = self
+            .0
+            .checked_add_signed(delta)
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
+        Timestamp(at.min(LAST_RFC_3339))
     }
 
     pub fn as_datetime(self) -> DateTime<Utc> {
@@ -224,6 +235,24 @@ mod tests {
         for bad in ["", "yesterday", "2025-13-01T00:00:00", "12345"] {
             assert!(bad.parse::<Timestamp>().is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn sums_past_year_9999_stay_rfc_3339() {
+        let now = Timestamp::new(Utc::now());
+        let last = ts("9999-12-31T23:59:59.999999Z");
+        for delta in [
+            TimeDelta::days(365 * 8_000),
+            TimeDelta::MAX,
+            TimeDelta::days(365 * 300_000),
+        ] {
+            let at = now.plus(delta);
+            assert_eq!(at, last, "{delta}");
+            assert_eq!(at.to_string(), "9999-12-31T23:59:59.999999Z");
+            assert!(DateTime::parse_from_rfc3339(&at.to_string()).is_ok());
+        }
+        let soon = now.plus(TimeDelta::hours(55));
+        assert_eq!(soon.as_datetime() - now.as_datetime(), TimeDelta::hours(55));
     }
 
     #[test]

@@ -64,16 +64,31 @@ pub fn stages_from(status: OrderStatus) -> &'static [Stage] {
     }
 }
 
-/// How much faster than real time a timeline runs (`?speed=N`).
+/// How much faster than real time a timeline runs (`?speed=N`): always
+/// within [`MIN_SPEED`]..=[`MAX_SPEED`], so scaling a timeline by it cannot
+/// overflow and every instant planned with it is a few days away at most.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TimeScale(f64);
 
-/// Fastest allowed time scale: the 33-minute timeline in about 20 ms.
+/// Slowest allowed time scale: a hundred times slower than real time. The
+/// 33-minute timeline then takes 55 hours and the request expiry (15
+/// minutes) 25; slower is no demo anyone waits for. The floor is what keeps
+/// scaled times sane: below it `1e-9` planned steps 60,000 years ahead,
+/// written `+59066-…`, which is not RFC 3339, and `1e-300` overflowed
+/// `Duration` (a panic). At this floor the longest scaled span is days,
+/// far inside RFC 3339's years 0000-9999, chrono's range and `Duration`.
+pub const MIN_SPEED: f64 = 0.01;
+
+/// Fastest allowed time scale: the 33-minute timeline in about 20 ms, each
+/// step still its own write in timeline order (deadlines count from the
+/// start, so steps shorter than the timer's millisecond may share a tick but
+/// never swap). Faster only shortens spans, so it is bounded for sense, not
+/// safety; clients and tests already rely on it.
 pub const MAX_SPEED: f64 = 100_000.0;
 
 /// A `speed` value we cannot use.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("speed must be a number greater than 0 and at most {MAX_SPEED}, got '{given}'")]
+#[error("speed must be a number from {MIN_SPEED} to {MAX_SPEED} (times real time), got '{given}'")]
 pub struct BadSpeed {
     pub given: String,
 }
@@ -82,10 +97,9 @@ impl TimeScale {
     pub const REAL_TIME: TimeScale = TimeScale(1.0);
 
     pub fn parse(s: &str) -> Result<TimeScale, BadSpeed> {
+        // NaN fails the range test, as do the infinities.
         match s.trim().parse::<f64>() {
-            Ok(speed) if speed.is_finite() && speed > 0.0 && speed <= MAX_SPEED => {
-                Ok(TimeScale(speed))
-            }
+            Ok(speed) if (MIN_SPEED..=MAX_SPEED).contains(&speed) => Ok(TimeScale(speed)),
             _ => Err(BadSpeed {
                 given: s.to_owned(),
             }),
@@ -96,9 +110,11 @@ impl TimeScale {
         self.0
     }
 
-    /// `real` shortened by the scale.
+    /// `real` shortened (or, below 1, lengthened) by the scale. Saturates at
+    /// `Duration::MAX` rather than panicking as `Duration::div_f64` does on
+    /// overflow; the timelines' minutes at a speed in range never get near it.
     pub fn scale(self, real: Duration) -> Duration {
-        real.div_f64(self.0)
+        Duration::try_from_secs_f64(real.as_secs_f64() / self.0).unwrap_or(Duration::MAX)
     }
 }
 
@@ -137,8 +153,32 @@ mod tests {
                 .scale(Duration::from_secs(180)),
             Duration::from_secs(3)
         );
-        for bad in ["0", "-1", "abc", "NaN", "inf", "1000000"] {
-            assert!(TimeScale::parse(bad).is_err(), "{bad}");
+        for good in ["0.01", "1", " 2.5 ", "1e5", "100000"] {
+            assert!(TimeScale::parse(good).is_ok(), "{good}");
         }
+        for bad in [
+            "0", "-0", "-1", "abc", "", "NaN", "inf", "-inf", "1e-300", "1e-9", "0.0099",
+            "100000.5", "1e300", "1000000",
+        ] {
+            let err = TimeScale::parse(bad).unwrap_err();
+            assert!(
+                err.to_string()
+                    .starts_with("speed must be a number from 0.01 to 100000 (times real time)"),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn scaled_spans_stay_small_and_never_panic() {
+        let slowest = TimeScale::parse(&MIN_SPEED.to_string()).unwrap();
+        let whole: Duration = TIMELINE
+            .iter()
+            .map(|stage| slowest.scale(stage.lasts))
+            .sum();
+        let hours = whole.as_secs_f64() / 3600.0;
+        assert!((hours - 55.0).abs() < 1e-6, "{hours}");
+        // Durations no timeline has saturate instead of panicking.
+        assert_eq!(slowest.scale(Duration::MAX), Duration::MAX);
     }
 }

@@ -145,8 +145,8 @@ pub struct MessageContent {
 }))]
 pub struct InitiateInput {
     /// The request's id, which is also the customer order's id: 1 to 64
-    /// letters, digits, `_ - .`.
-    #[schema(example = "TEST001")]
+    /// letters, digits, `_ - .`, not only dots.
+    #[schema(value_type = OrderId, example = "TEST001")]
     pub order_req_id: String,
     /// The customer session that makes the request: 1 to 64 letters, digits,
     /// `_ - .`.
@@ -272,7 +272,7 @@ pub struct MessageInput {
 }))]
 pub struct FollowUpInput {
     /// The request the follow-up belongs to.
-    #[schema(example = "TEST001")]
+    #[schema(value_type = OrderId, example = "TEST001")]
     pub order_req_id: String,
     /// The sellers it is addressed to: 1 to 50 seller ids.
     #[schema(example = json!(["seller1", "seller2"]))]

@@ -128,31 +128,44 @@ impl Simulator {
                 SimError::AwaitingSeller(id.clone())
             });
         }
+        // Everything that can fail comes before the claim, so a refused or
+        // failed start leaves no run behind.
+        let started_at = self.inner.service.now();
+        let plan = plan(id.clone(), from, speed, started_at);
+        let (claim, cancel) = self.claim(id)?;
+        tracing::info!(order_id = %id, speed = speed.speed(), from = %from, "workflow simulation started");
+        let inner = Arc::clone(&self.inner);
+        let id = id.clone();
+        self.inner.tracker.spawn(async move {
+            // Held for the run's whole life; its drop frees the slot.
+            let _claim = claim;
+            drive(&inner.service, &id, stages, speed, &cancel).await;
+        });
+        Ok(plan)
+    }
+
+    /// The atomic check-and-set of the one-run-per-order rule: a guard on the
+    /// order's slot and the run's cancel token, or `AlreadyRunning`. The slot
+    /// is freed when the guard drops, wherever that happens: at the end of the
+    /// run, or on any early return or panic before the run is spawned.
+    fn claim(&self, id: &OrderId) -> Result<(RunClaim, CancellationToken), SimError> {
         let serial = self.inner.next_run.fetch_add(1, Ordering::Relaxed);
         let cancel = self.inner.shutdown.child_token();
         match self.inner.running.entry(id.clone()) {
-            Entry::Occupied(_) => return Err(SimError::AlreadyRunning(id.clone())),
+            Entry::Occupied(_) => Err(SimError::AlreadyRunning(id.clone())),
             Entry::Vacant(slot) => {
                 slot.insert(Run {
                     serial,
                     cancel: cancel.clone(),
                 });
+                let claim = RunClaim {
+                    inner: Arc::clone(&self.inner),
+                    id: id.clone(),
+                    serial,
+                };
+                Ok((claim, cancel))
             }
         }
-        let started_at = self.inner.service.now();
-        let plan = plan(id.clone(), from, speed, started_at);
-        tracing::info!(order_id = %id, speed = speed.speed(), from = %from, "workflow simulation started");
-        let inner = Arc::clone(&self.inner);
-        let id = id.clone();
-        self.inner.tracker.spawn(async move {
-            let _done = RunGuard {
-                inner: &inner,
-                id: &id,
-                serial,
-            };
-            drive(&inner.service, &id, stages, speed, &cancel).await;
-        });
-        Ok(plan)
     }
 
     /// Stops the simulation of `id`; the order stays where it is.
@@ -168,18 +181,23 @@ impl Simulator {
     }
 }
 
-/// Removes a run from the running set when its task ends, however it ends.
-struct RunGuard<'a> {
-    inner: &'a Inner,
-    id: &'a OrderId,
+/// An order's slot in the running set, from the claim until the run ends.
+/// Dropping it removes the run (only if still its own: a cancelled run must
+/// not remove its successor), however it ends.
+struct RunClaim {
+    /// The simulator's state.
+    inner: Arc<Inner>,
+    /// The order simulated.
+    id: OrderId,
+    /// Which run holds the slot.
     serial: u64,
 }
 
-impl Drop for RunGuard<'_> {
+impl Drop for RunClaim {
     fn drop(&mut self) {
         self.inner
             .running
-            .remove_if(self.id, |_, run| run.serial == self.serial);
+            .remove_if(&self.id, |_, run| run.serial == self.serial);
     }
 }
 
@@ -258,4 +276,58 @@ async fn drive(
         }
     }
     tracing::info!(order_id = %id, "workflow simulation finished");
+}
+
+#[cfg(test)]
+mod tests {
+    use std::panic::{catch_unwind, AssertUnwindSafe};
+
+    use super::*;
+    use crate::domain::PollPolicy;
+    use crate::orders::{Clock, TimeoutSettings};
+    use crate::store::MemoryStore;
+    use crate::tracking::{Hub, Limits};
+
+    fn simulator() -> Simulator {
+        let shutdown = CancellationToken::new();
+        let service = OrderService::new(
+            Arc::new(MemoryStore::new()),
+            Hub::new(Limits::default(), shutdown.clone()),
+            PollPolicy::default(),
+            TimeoutSettings::default(),
+            Clock::tokio(),
+        );
+        Simulator::new(service, TaskTracker::new(), shutdown)
+    }
+
+    #[tokio::test]
+    async fn a_claim_frees_its_slot_however_it_is_given_up() {
+        let simulator = simulator();
+        let id: OrderId = "101".parse().unwrap();
+        let (claim, _cancel) = simulator.claim(&id).unwrap();
+        assert!(matches!(
+            simulator.claim(&id),
+            Err(SimError::AlreadyRunning(_))
+        ));
+        drop(claim);
+        assert_eq!(simulator.running(), 0);
+
+        // A panic between the claim and the spawn, as planning with an
+        // unusable speed once did, unwinds through the guard.
+        let unwound = catch_unwind(AssertUnwindSafe(|| {
+            let _claim = simulator.claim(&id);
+            panic!("planning failed");
+        }));
+        assert!(unwound.is_err());
+        assert_eq!(simulator.running(), 0);
+
+        // A cancelled run's late guard leaves its successor alone.
+        let (old, _cancel) = simulator.claim(&id).unwrap();
+        simulator.cancel(&id).unwrap();
+        let (new, _cancel) = simulator.claim(&id).unwrap();
+        drop(old);
+        assert_eq!(simulator.running(), 1);
+        drop(new);
+        assert_eq!(simulator.running(), 0);
+    }
 }

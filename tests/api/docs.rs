@@ -2,7 +2,7 @@
 //! for routes that do not exist.
 
 use reqwest::StatusCode;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::helpers::{assert_error, json_of, spawn_app};
 
@@ -74,6 +74,70 @@ async fn openapi_is_3_1_and_every_operation_is_described() {
                 }
             }
         }
+    }
+}
+
+/// utoipa takes only literals for a parameter's `minimum` and `maximum`, so
+/// the documented `speed` range is written twice; it must be the enforced one.
+#[test]
+fn documented_speed_range_is_the_enforced_one() {
+    use order_tracker::domain::workflow::{MAX_SPEED, MIN_SPEED};
+    let doc: Value = serde_json::from_str(&order_tracker::api::docs::openapi_json()).unwrap();
+    for path in [
+        "/api/v1/orders/initiate",
+        "/api/v1/orders/{id}/simulate-workflow",
+    ] {
+        let speed = doc["paths"][path]["post"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|parameter| parameter["name"] == "speed")
+            .unwrap_or_else(|| panic!("{path} documents speed"));
+        assert_eq!(
+            speed["schema"]["minimum"].as_f64(),
+            Some(MIN_SPEED),
+            "{path}"
+        );
+        assert_eq!(
+            speed["schema"]["maximum"].as_f64(),
+            Some(MAX_SPEED),
+            "{path}"
+        );
+    }
+}
+
+/// Every order id the API reads, in a path or a body, is documented as the
+/// `OrderId` schema, which carries the pattern the server enforces (the unit
+/// tests beside `OrderId` check the pattern against the parser).
+#[test]
+fn every_order_id_is_documented_with_the_enforced_pattern() {
+    use order_tracker::domain::order::{MAX_ID_LEN, ORDER_ID_PATTERN};
+    let doc: Value = serde_json::from_str(&order_tracker::api::docs::openapi_json()).unwrap();
+    let schema = &doc["components"]["schemas"]["OrderId"];
+    assert_eq!(schema["pattern"], json!(ORDER_ID_PATTERN));
+    assert_eq!(schema["maxLength"], json!(MAX_ID_LEN));
+    assert_eq!(schema["minLength"], json!(1));
+    let reference = json!({"$ref": "#/components/schemas/OrderId"});
+    let mut path_ids = 0;
+    for (path, operations) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in operations.as_object().unwrap() {
+            for parameter in operation["parameters"].as_array().into_iter().flatten() {
+                if parameter["in"] == "path" {
+                    assert_eq!(parameter["schema"], reference, "{method} {path}");
+                    path_ids += 1;
+                }
+            }
+        }
+    }
+    // Eight operations take an id in their path today.
+    assert!(path_ids >= 8, "only {path_ids} path ids seen");
+    let schemas = &doc["components"]["schemas"];
+    for field in [
+        &schemas["InitiateInput"]["properties"]["order_req_id"],
+        &schemas["FollowUpInput"]["properties"]["order_req_id"],
+        &schemas["NewOrderInput"]["properties"]["id"]["oneOf"][1],
+    ] {
+        assert_eq!(field["$ref"], reference["$ref"], "{field}");
     }
 }
 

@@ -265,6 +265,44 @@ pub fn assert_error(status: StatusCode, body: &Value, expected: StatusCode, code
     );
 }
 
+/// Sends `method path` exactly as written and reads the whole answer.
+/// HTTP clients, reqwest included, resolve `.` and `..` segments (also
+/// `%2E%2E`) before sending, so only a raw request shows what the server
+/// does when one arrives anyway.
+pub async fn raw_request(app: &TestApp, method: &str, path: &str) -> (StatusCode, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(app.addr)
+        .await
+        .expect("connects");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+        app.addr
+    );
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("request written");
+    let mut answer = String::new();
+    stream
+        .read_to_string(&mut answer)
+        .await
+        .expect("answer read");
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a head and a body");
+    assert!(
+        !head.to_ascii_lowercase().contains("transfer-encoding"),
+        "a JSON body of known length: {head}"
+    );
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse::<u16>().ok())
+        .and_then(|code| StatusCode::from_u16(code).ok())
+        .unwrap_or_else(|| panic!("a status line: {head}"));
+    let body =
+        serde_json::from_str(body).unwrap_or_else(|_| panic!("{status}: body is not JSON: {body}"));
+    (status, body)
+}
+
 /// Sends a track request on a raw connection and leaves it parked; dropping
 /// the stream is a client that walks away mid-poll.
 pub async fn park_raw(app: &TestApp, id: &str, query: &str) -> tokio::net::TcpStream {

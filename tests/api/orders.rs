@@ -3,7 +3,7 @@
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{assert_error, json_of, new_order, spawn_app, spawn_app_with};
+use crate::helpers::{assert_error, json_of, new_order, raw_request, spawn_app, spawn_app_with};
 
 #[tokio::test]
 async fn sample_orders_are_seeded_as_the_seed_lists_them() {
@@ -106,6 +106,61 @@ async fn invalid_orders_are_400_naming_every_problem_and_create_nothing() {
         error["message"].as_str().unwrap().contains("surprise"),
         "{error}"
     );
+}
+
+/// `.` and `..` are path segments meaning "this" and "the parent": an order
+/// with such an id could not be addressed, since clients rewrite
+/// `/api/v1/orders/../track` to `/api/v1/track` before sending it.
+#[tokio::test]
+async fn ids_made_only_of_dots_are_400_and_create_nothing() {
+    let app = spawn_app().await;
+    for id in [".", "..", "..."] {
+        let (status, body) = app.create_order(&new_order(id)).await;
+        assert_error(status, &body, StatusCode::BAD_REQUEST, "validation_failed");
+        assert!(
+            body["message"].as_str().unwrap().contains("order id"),
+            "{body}"
+        );
+    }
+    assert_eq!(
+        app.stats().await["orders_total"],
+        json!(3),
+        "only the samples"
+    );
+    // Dots beside other characters are fine.
+    for id in ["v1.2", ".x", "x.."] {
+        let (status, body) = app.create_order(&new_order(id)).await;
+        assert_eq!(status, StatusCode::CREATED, "{id}: {body}");
+        assert_eq!(app.order(id).await["id"], json!(id));
+    }
+}
+
+/// Clients resolve dot segments before sending, but a raw request (or a
+/// proxy that keeps them) can still deliver one: it is a bad id, never an
+/// order lookup.
+#[tokio::test]
+async fn dot_segments_in_id_paths_are_400() {
+    let app = spawn_app().await;
+    for (method, path) in [
+        ("GET", "/api/v1/orders/."),
+        ("GET", "/api/v1/orders/.."),
+        ("GET", "/api/v1/orders/%2E%2E"),
+        ("GET", "/api/v1/orders/../track"),
+        ("GET", "/api/v1/orders/../history"),
+        ("PUT", "/api/v1/orders/./status"),
+        ("POST", "/api/v1/orders/../simulate-workflow"),
+        ("DELETE", "/api/v1/orders/./simulate-workflow"),
+        ("POST", "/api/v1/orders/../stop"),
+        ("GET", "/api/v1/orders/tracking/.."),
+        ("GET", "/api/v1/processor/tracking/."),
+    ] {
+        let (status, body) = raw_request(&app, method, path).await;
+        assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_order_id");
+        assert!(
+            body["message"].as_str().unwrap().contains("'.'"),
+            "{method} {path}: {body}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -540,6 +540,66 @@ async fn bad_input_gets_clear_errors_and_changes_nothing() {
     assert_error(status, &body, StatusCode::CONFLICT, "stream_not_active");
 }
 
+/// A speed the server cannot use is refused before anything happens: no
+/// order, no tracked request, no processor record, no stream. The tiny one
+/// used to panic after the order was created, leaving it behind untracked.
+#[tokio::test]
+async fn an_initiate_with_a_speed_out_of_range_creates_nothing() {
+    let app = spawn_app().await;
+    for (n, speed) in [
+        "1e-300", "0", "1e300", "NaN", "-1", "1e-9", "0.0099", "100000.5",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let id = format!("SPEED{n}");
+        let (status, body) = initiate(&app, &id, &format!("?speed={speed}")).await;
+        assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_parameter");
+        let message = body["message"].as_str().unwrap();
+        assert!(
+            message.contains("from 0.01 to 100000"),
+            "{speed}: {message}"
+        );
+        let (status, body) = app.get_json(&format!("/api/v1/orders/{id}")).await;
+        assert_error(status, &body, StatusCode::NOT_FOUND, "order_not_found");
+        for path in [
+            format!("/api/v1/orders/tracking/{id}"),
+            format!("/api/v1/processor/tracking/{id}"),
+        ] {
+            let (status, body) = app.get_json(&path).await;
+            assert_error(status, &body, StatusCode::NOT_FOUND, "request_not_found");
+        }
+    }
+    let stats = request_stats(&app).await;
+    assert_eq!(stats["tracked"], json!(0), "{stats}");
+    assert_eq!(stats["streams_started"], json!(0), "{stats}");
+    // The same id is still free for a good request.
+    start(&app, "SPEED0", "?speed=0.01").await;
+    assert_eq!(app.order("SPEED0").await["status"], json!("requested"));
+}
+
+/// `.` and `..` are not ids: in a URL they mean "this" and "the parent".
+#[tokio::test]
+async fn dot_ids_are_refused_in_request_bodies() {
+    let app = spawn_app().await;
+    for id in [".", "..", "..."] {
+        let (status, body) = initiate(&app, id, "").await;
+        assert_error(status, &body, StatusCode::BAD_REQUEST, "validation_failed");
+        assert!(
+            body["message"].as_str().unwrap().contains("order_req_id"),
+            "{body}"
+        );
+        let (status, body) = app
+            .post_json(
+                "/api/v1/orders/followup",
+                &follow_up_body(id, &["seller1"], "hello"),
+            )
+            .await;
+        assert_error(status, &body, StatusCode::BAD_REQUEST, "validation_failed");
+    }
+    assert_eq!(request_stats(&app).await["tracked"], json!(0));
+}
+
 #[tokio::test]
 async fn tracking_routes_sit_beside_order_routes() {
     let app = spawn_app().await;

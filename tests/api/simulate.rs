@@ -106,6 +106,62 @@ async fn it_starts_from_the_current_status_and_skips_steps_taken_by_hand() {
     }
 }
 
+/// Speeds the server cannot use, including the tiny one that used to panic
+/// after the simulation slot was taken and leave the order "already running"
+/// for good.
+const SPEEDS_OUT_OF_RANGE: [&str; 9] = [
+    "1e-300", "0", "1e300", "NaN", "-1", "inf", "1e-9", "0.0099", "100000.5",
+];
+
+#[tokio::test]
+async fn speeds_out_of_range_are_400_naming_the_range_and_leave_no_simulation() {
+    let app = spawn_app().await;
+    for speed in SPEEDS_OUT_OF_RANGE {
+        let (status, body) = simulate(&app, "101", &format!("?speed={speed}")).await;
+        assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_parameter");
+        let message = body["message"].as_str().unwrap();
+        assert!(
+            message.contains("from 0.01 to 100000"),
+            "{speed}: {message}"
+        );
+        assert_eq!(
+            app.stats().await["simulations_running"],
+            json!(0),
+            "{speed}"
+        );
+        // Nothing is left claimed: a good request starts at once.
+        let (status, body) = simulate(&app, "101", "?speed=1").await;
+        assert_eq!(status, StatusCode::ACCEPTED, "after {speed}: {body}");
+        let (status, body) = cancel(&app, "101").await;
+        assert_eq!(status, StatusCode::OK, "after {speed}: {body}");
+    }
+    assert_eq!(app.version("101").await, 1, "no step was taken");
+}
+
+#[tokio::test]
+async fn the_slowest_speed_plans_rfc_3339_timestamps() {
+    let app = spawn_app().await;
+    let (status, started) = simulate(&app, "101", "?speed=0.01").await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{started}");
+    let steps = started["data"]["steps"].as_array().unwrap();
+    // 33 minutes a hundred times slower: 55 hours.
+    let after = steps[3]["after_seconds"].as_f64().unwrap();
+    assert!((after - 198_000.0).abs() < 0.001, "{after}");
+    let begun =
+        chrono::DateTime::parse_from_rfc3339(started["data"]["started_at"].as_str().unwrap())
+            .unwrap();
+    let last = chrono::DateTime::parse_from_rfc3339(steps[3]["at"].as_str().unwrap()).unwrap();
+    let off = (last - begun - chrono::TimeDelta::hours(55)).abs();
+    assert!(off < chrono::TimeDelta::milliseconds(1), "{off}");
+    cancel(&app, "101").await;
+    let (status, body) = simulate(&app, "101", "?speed=100000").await;
+    assert_eq!(
+        status,
+        StatusCode::ACCEPTED,
+        "the fastest is allowed: {body}"
+    );
+}
+
 #[tokio::test]
 async fn bad_requests_get_json_errors() {
     let app = spawn_app().await;

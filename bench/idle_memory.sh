@@ -4,13 +4,16 @@
 # release build on a fresh SQLite file with a short --idle-eviction.
 #
 #   bench/idle_memory.sh                 # 200,000 orders
-#   ORDERS=20000 bench/idle_memory.sh
+#   ORDERS=20000 IDLE=30 bench/idle_memory.sh
+#
+# IDLE (seconds, default 180) must outlast the creation, or orders are
+# evicted before the first reading.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ORDERS=${ORDERS:-200000}
 PORT=${PORT:-15201}
-IDLE=${IDLE:-20}
+IDLE=${IDLE:-180}
 
 cargo build --release --quiet --bin order-tracker --example idle_memory
 SCRATCH=$(mktemp -d "${TMPDIR:-/tmp}/order-tracker-idle.XXXXXX")

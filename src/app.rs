@@ -83,6 +83,11 @@ impl Parts {
             service.seed_samples().await?;
         }
         let simulator = Simulator::new(service.clone(), tracker.clone(), shutdown.clone());
+        match simulator.resume().await {
+            Ok(0) => {}
+            Ok(resumed) => tracing::info!(resumed, "workflow simulations resumed"),
+            Err(err) => tracing::error!(error = %err, "cannot resume workflow simulations"),
+        }
         let processor = Processor::new(tracker.clone(), shutdown.clone(), clock);
         let requestor = Requestor::new(
             service.clone(),

@@ -26,7 +26,7 @@ use crate::domain::{
     Attribution, ChangeError, Cursor, Event, NewOrder, Order, OrderChange, OrderId, OrderSnapshot,
     OrderStatus, PollPolicy, PollTimeout, ValidationError, Version,
 };
-use crate::store::{OrderStore, StoreError};
+use crate::store::{BackgroundRun, OrderStore, StoreError};
 use crate::tracking::{Hub, PollError, PollOutcome};
 
 mod clock;
@@ -539,6 +539,22 @@ impl OrderService {
         Ok(self.inner.store.count_by_status().await?)
     }
 
+    /// Records background work (a simulation) as running, so that a restart
+    /// resumes it.
+    pub async fn save_run(&self, run: &BackgroundRun) -> Result<()> {
+        Ok(self.inner.store.save_run(run).await?)
+    }
+
+    /// Forgets a background run that has ended.
+    pub async fn end_run(&self, kind: &str, id: &OrderId) -> Result<()> {
+        Ok(self.inner.store.end_run(kind, id).await?)
+    }
+
+    /// The background runs of `kind` that were running when last recorded.
+    pub async fn runs(&self, kind: &str) -> Result<Vec<BackgroundRun>> {
+        Ok(self.inner.store.runs(kind).await?)
+    }
+
     /// Forgets idempotency keys older than their 24 hours; returns how many.
     pub async fn purge_idempotency_keys(&self) -> Result<u64> {
         let before = writer::key_cutoff(self.inner.clock.now());
@@ -626,6 +642,15 @@ mod tests {
             before: crate::domain::Timestamp,
         ) -> Result<u64, StoreError> {
             self.inner.purge_idempotency(before).await
+        }
+        async fn save_run(&self, run: &BackgroundRun) -> Result<(), StoreError> {
+            self.inner.save_run(run).await
+        }
+        async fn end_run(&self, kind: &str, id: &OrderId) -> Result<(), StoreError> {
+            self.inner.end_run(kind, id).await
+        }
+        async fn runs(&self, kind: &str) -> Result<Vec<BackgroundRun>, StoreError> {
+            self.inner.runs(kind).await
         }
         async fn ping(&self) -> Result<(), StoreError> {
             Ok(())

@@ -5,6 +5,10 @@
 //! At most one simulation runs per order. Runs are tracked tasks that stop
 //! when cancelled, when the order leaves the timeline (cancelled or finished
 //! by someone else), or on shutdown.
+//!
+//! A running simulation is recorded in the store until it ends, so a server
+//! that stops (shutdown, crash, `kill -9`) resumes it when it starts again
+//! ([`Simulator::resume`]): from the order's status then, at the same speed.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -21,6 +25,10 @@ use crate::domain::{
     Attribution, ChangeError, OrderChange, OrderId, OrderStatus, TimeScale, Timestamp,
 };
 use crate::orders::{OrderService, ServiceError};
+use crate::store::BackgroundRun;
+
+/// The store's name for a simulation run.
+const RUN_KIND: &str = "simulation";
 
 /// `updated_by` of the changes a simulation makes.
 pub const SIMULATOR: &str = "simulator";
@@ -133,6 +141,15 @@ impl Simulator {
         let started_at = self.inner.service.now();
         let plan = plan(id.clone(), from, speed, started_at);
         let (claim, cancel) = self.claim(id)?;
+        self.inner
+            .service
+            .save_run(&BackgroundRun {
+                kind: RUN_KIND.into(),
+                order_id: id.clone(),
+                params: serde_json::json!({ "speed": speed.speed() }),
+                started_at,
+            })
+            .await?;
         tracing::info!(order_id = %id, speed = speed.speed(), from = %from, "workflow simulation started");
         let inner = Arc::clone(&self.inner);
         let id = id.clone();
@@ -140,8 +157,48 @@ impl Simulator {
             // Held for the run's whole life; its drop frees the slot.
             let _claim = claim;
             drive(&inner.service, &id, stages, speed, &cancel).await;
+            // A run stopped by shutdown stays recorded, to be resumed.
+            if !inner.shutdown.is_cancelled() {
+                if let Err(err) = inner.service.end_run(RUN_KIND, &id).await {
+                    tracing::warn!(order_id = %id, error = %err, "cannot record that a simulation ended");
+                }
+            }
         });
         Ok(plan)
+    }
+
+    /// Starts again every simulation that was running when the server last
+    /// stopped, from each order's current status at its recorded speed; a
+    /// run whose order is gone or finished is forgotten. Returns how many
+    /// resumed.
+    pub async fn resume(&self) -> Result<usize, SimError> {
+        let mut resumed = 0;
+        for run in self.inner.service.runs(RUN_KIND).await? {
+            let id = &run.order_id;
+            let speed = run
+                .params
+                .get("speed")
+                .and_then(serde_json::Value::as_f64)
+                .and_then(|speed| TimeScale::parse(&speed.to_string()).ok());
+            let started = match speed {
+                Some(speed) => self.start(id, speed).await,
+                None => Err(SimError::NotRunning(id.clone())),
+            };
+            match started {
+                Ok(plan) => {
+                    resumed += 1;
+                    tracing::info!(order_id = %id, from = %plan.from_status, "workflow simulation resumed after a restart");
+                }
+                Err(SimError::Service(ServiceError::Store(err))) => {
+                    return Err(SimError::Service(ServiceError::Store(err)))
+                }
+                Err(why) => {
+                    tracing::info!(order_id = %id, reason = %why, "workflow simulation not resumed");
+                    self.inner.service.end_run(RUN_KIND, id).await?;
+                }
+            }
+        }
+        Ok(resumed)
     }
 
     /// The atomic check-and-set of the one-run-per-order rule: a guard on the

@@ -131,6 +131,7 @@ contract!(
     idempotency_keys_are_stored_with_their_change,
     history_pages_in_version_order,
     everything_survives_reopening,
+    background_runs_are_recorded_until_they_end,
 );
 
 fn t(s: &str) -> Timestamp {
@@ -492,6 +493,43 @@ async fn everything_survives_reopening(store: Arc<dyn OrderStore>, f: Fixture) -
         .await
         .unwrap()
         .is_some());
+    f
+}
+
+async fn background_runs_are_recorded_until_they_end(
+    store: Arc<dyn OrderStore>,
+    f: Fixture,
+) -> Fixture {
+    let run = |id: &str, speed: f64| BackgroundRun {
+        kind: "simulation".into(),
+        order_id: id.parse().unwrap(),
+        params: serde_json::json!({ "speed": speed }),
+        started_at: t("2025-01-12T20:31:00Z"),
+    };
+    assert!(store.runs("simulation").await.unwrap().is_empty());
+    store.save_run(&run("b", 60.0)).await.unwrap();
+    store.save_run(&run("a", 10.0)).await.unwrap();
+    store.save_run(&run("a", 20.0)).await.unwrap(); // replaces
+    assert_eq!(
+        store.runs("simulation").await.unwrap(),
+        [run("a", 20.0), run("b", 60.0)]
+    );
+    assert!(store.runs("other").await.unwrap().is_empty());
+    store
+        .end_run("simulation", &"a".parse().unwrap())
+        .await
+        .unwrap();
+    store
+        .end_run("simulation", &"zz".parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(store.runs("simulation").await.unwrap(), [run("b", 60.0)]);
+    if store.backend() != "memory" {
+        assert_eq!(
+            f.reopen().await.runs("simulation").await.unwrap(),
+            [run("b", 60.0)]
+        );
+    }
     f
 }
 

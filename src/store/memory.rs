@@ -6,7 +6,9 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use super::{Commit, CommitOutcome, IdempotencyRecord, OrderStore, Poisoned, StoreError};
+use super::{
+    BackgroundRun, Commit, CommitOutcome, IdempotencyRecord, OrderStore, Poisoned, StoreError,
+};
 use crate::domain::{Event, Order, OrderId, OrderStatus, Timestamp, Version};
 
 /// Everything behind one lock, so a batch commits atomically. The lock is a
@@ -24,6 +26,8 @@ struct State {
     events: HashMap<OrderId, Vec<Event>>,
     /// Idempotency records by (scope, key).
     keys: HashMap<(String, String), IdempotencyRecord>,
+    /// Background runs by (kind, order).
+    runs: HashMap<(String, OrderId), BackgroundRun>,
 }
 
 impl MemoryStore {
@@ -134,6 +138,32 @@ impl OrderStore for MemoryStore {
         let len = state.keys.len();
         state.keys.retain(|_, record| record.created_at >= before);
         Ok((len - state.keys.len()) as u64)
+    }
+
+    async fn save_run(&self, run: &BackgroundRun) -> Result<(), StoreError> {
+        self.state()
+            .runs
+            .insert((run.kind.clone(), run.order_id.clone()), run.clone());
+        Ok(())
+    }
+
+    async fn end_run(&self, kind: &str, order_id: &OrderId) -> Result<(), StoreError> {
+        self.state()
+            .runs
+            .remove(&(kind.to_owned(), order_id.clone()));
+        Ok(())
+    }
+
+    async fn runs(&self, kind: &str) -> Result<Vec<BackgroundRun>, StoreError> {
+        let mut runs: Vec<BackgroundRun> = self
+            .state()
+            .runs
+            .values()
+            .filter(|run| run.kind == kind)
+            .cloned()
+            .collect();
+        runs.sort_by(|a, b| a.order_id.cmp(&b.order_id));
+        Ok(runs)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

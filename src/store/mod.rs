@@ -115,6 +115,17 @@ impl Commit {
     }
 }
 
+/// Background work that was running, kept so a restart can resume it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackgroundRun {
+    /// What runs: `simulation`.
+    pub kind: String,
+    pub order_id: OrderId,
+    /// The run's settings.
+    pub params: serde_json::Value,
+    pub started_at: Timestamp,
+}
+
 /// What became of one [`Commit`] of a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CommitOutcome {
@@ -170,6 +181,16 @@ pub trait OrderStore: Send + Sync + 'static {
 
     /// Deletes idempotency records stored before `before`; returns how many.
     async fn purge_idempotency(&self, before: Timestamp) -> Result<u64, StoreError>;
+
+    /// Records that `run` is running (replacing an earlier record of the
+    /// same kind and order).
+    async fn save_run(&self, run: &BackgroundRun) -> Result<(), StoreError>;
+
+    /// Forgets the run of `kind` on `order_id`, once it has ended.
+    async fn end_run(&self, kind: &str, order_id: &OrderId) -> Result<(), StoreError>;
+
+    /// The runs of `kind` recorded as running.
+    async fn runs(&self, kind: &str) -> Result<Vec<BackgroundRun>, StoreError>;
 
     /// Checks that the backend answers, for readiness.
     async fn ping(&self) -> Result<(), StoreError>;

@@ -12,8 +12,8 @@ use sqlx::types::Json;
 use sqlx::{PgPool, Postgres, Row, Transaction};
 
 use super::{
-    counts_by_status, limit_to_db, parse_stored, version_from_db, version_to_db, Commit,
-    CommitOutcome, IdempotencyRecord, OrderStore, Poisoned, StoreError,
+    counts_by_status, limit_to_db, parse_stored, version_from_db, version_to_db, BackgroundRun,
+    Commit, CommitOutcome, IdempotencyRecord, OrderStore, Poisoned, StoreError,
 };
 use crate::domain::{Attribution, Event, Order, OrderId, OrderStatus, Timestamp, Version};
 
@@ -285,6 +285,50 @@ impl OrderStore for PostgresStore {
                 .await?
                 .rows_affected(),
         )
+    }
+
+    async fn save_run(&self, run: &BackgroundRun) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO background_runs (kind, order_id, params, started_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (kind, order_id) DO UPDATE SET
+                 params = excluded.params, started_at = excluded.started_at",
+        )
+        .bind(&run.kind)
+        .bind(run.order_id.as_str())
+        .bind(Json(&run.params))
+        .bind(at(run.started_at))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn end_run(&self, kind: &str, order_id: &OrderId) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM background_runs WHERE kind = $1 AND order_id = $2")
+            .bind(kind)
+            .bind(order_id.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn runs(&self, kind: &str) -> Result<Vec<BackgroundRun>, StoreError> {
+        let rows: Vec<(String, Json<Value>, DateTime<Utc>)> = sqlx::query_as(
+            "SELECT order_id, params, started_at FROM background_runs
+             WHERE kind = $1 ORDER BY order_id",
+        )
+        .bind(kind)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|(order_id, Json(params), started_at)| {
+                Ok(BackgroundRun {
+                    kind: kind.to_owned(),
+                    order_id: parse_stored("order id", &order_id)?,
+                    params,
+                    started_at: Timestamp::new(started_at),
+                })
+            })
+            .collect()
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

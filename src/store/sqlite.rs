@@ -14,8 +14,8 @@ use sqlx::{Row, Sqlite, SqlitePool, Transaction};
 
 use super::{
     counts_by_status, limit_to_db, metadata_from_json, order_from_json, parse_stored,
-    version_from_db, version_to_db, Commit, CommitOutcome, IdempotencyRecord, OrderStore, Poisoned,
-    StoreError,
+    version_from_db, version_to_db, BackgroundRun, Commit, CommitOutcome, IdempotencyRecord,
+    OrderStore, Poisoned, StoreError,
 };
 use crate::domain::{Attribution, Event, Order, OrderId, OrderStatus, Timestamp, Version};
 
@@ -270,6 +270,51 @@ impl OrderStore for SqliteStore {
                 .await?
                 .rows_affected(),
         )
+    }
+
+    async fn save_run(&self, run: &BackgroundRun) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO background_runs (kind, order_id, params, started_at) VALUES (?, ?, ?, ?)
+             ON CONFLICT (kind, order_id) DO UPDATE SET
+                 params = excluded.params, started_at = excluded.started_at",
+        )
+        .bind(&run.kind)
+        .bind(run.order_id.as_str())
+        .bind(run.params.to_string())
+        .bind(run.started_at.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn end_run(&self, kind: &str, order_id: &OrderId) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM background_runs WHERE kind = ? AND order_id = ?")
+            .bind(kind)
+            .bind(order_id.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn runs(&self, kind: &str) -> Result<Vec<BackgroundRun>, StoreError> {
+        let rows: Vec<(String, String, String)> = sqlx::query_as(
+            "SELECT order_id, params, started_at FROM background_runs
+             WHERE kind = ? ORDER BY order_id",
+        )
+        .bind(kind)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|(order_id, params, started_at)| {
+                Ok(BackgroundRun {
+                    kind: kind.to_owned(),
+                    order_id: parse_stored("order id", &order_id)?,
+                    params: serde_json::from_str(&params)
+                        .map_err(|err| StoreError::Corrupt(format!("run params: {err}")))?,
+                    started_at: parse_stored("run start", &started_at)?,
+                })
+            })
+            .collect()
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

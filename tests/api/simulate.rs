@@ -5,7 +5,9 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_error, json_of, spawn_app, TestApp, PROMPTLY};
+use crate::helpers::{
+    assert_error, json_of, spawn_app, spawn_app_at, sqlite_url, TestApp, PROMPTLY,
+};
 
 async fn simulate(app: &TestApp, id: &str, query: &str) -> (StatusCode, Value) {
     app.post(&format!("/api/v1/orders/{id}/simulate-workflow{query}"))
@@ -183,4 +185,30 @@ async fn bad_requests_get_json_errors() {
     app.put_status("101", "cancelled").await;
     let (status, body) = simulate(&app, "101", "").await;
     assert_error(status, &body, StatusCode::CONFLICT, "order_final");
+}
+
+#[tokio::test]
+async fn a_simulation_running_at_shutdown_resumes_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(&dir);
+    let app = spawn_app_at(&url, |_| {}).await;
+    // 102 is preparing: its next step is 15 minutes away at real time.
+    let (status, _) = simulate(&app, "102", "?speed=600").await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let (status, _) = simulate(&app, "103", "?speed=600").await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(cancel(&app, "103").await.0, StatusCode::OK);
+    app.begin_shutdown();
+    app.stopped().await.unwrap();
+
+    let app = spawn_app_at(&url, |_| {}).await;
+    assert_eq!(app.stats().await["simulations_running"], json!(1));
+    // 15 minutes at 600 times is 1.5 s: the resumed run moves 102 on.
+    let (status, body) = app.track("102", "?version=1&timeout=30").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["data"]["status"], json!("ready"), "{body}");
+    let (_, history) = app.history("102", "").await;
+    assert_eq!(history["data"][1]["updated_by"], json!("simulator"));
+    // The cancelled one stayed cancelled.
+    assert_eq!(app.order("103").await["version"], json!(1));
 }

@@ -12,6 +12,14 @@ use order_tracker::{app, telemetry, Application, Config};
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// jemalloc's settings, read at its start. `background_thread` returns freed
+/// pages to the OS after jemalloc's usual decay (10 s) even while the server
+/// is idle; without it, the memory of evicted idle orders stays resident
+/// until the next burst of allocations (measured in BENCHMARKS.md).
+#[cfg(not(target_env = "msvc"))]
+#[export_name = "_rjem_malloc_conf"]
+pub static MALLOC_CONF: &[u8] = b"background_thread:true\0";
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = Config::parse();

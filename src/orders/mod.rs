@@ -604,6 +604,8 @@ mod tests {
         hold: AtomicBool,
         reached: Notify,
         release: Notify,
+        /// Commit, then report a failure: a connection lost during COMMIT.
+        lose_ack: AtomicBool,
     }
 
     #[async_trait]
@@ -613,7 +615,11 @@ mod tests {
                 self.reached.notify_one();
                 self.release.notified().await;
             }
-            self.inner.commit(batch).await
+            let outcomes = self.inner.commit(batch).await?;
+            if self.lose_ack.load(Ordering::SeqCst) {
+                return Err(StoreError::Backend("connection lost during COMMIT".into()));
+            }
+            Ok(outcomes)
         }
         async fn get(&self, id: &OrderId) -> Result<Option<Order>, StoreError> {
             self.inner.get(id).await
@@ -721,6 +727,34 @@ mod tests {
             store.inner.get(&id).await.unwrap().unwrap().version,
             Version(2)
         );
+    }
+
+    #[tokio::test]
+    async fn a_commit_whose_answer_was_lost_still_reaches_the_pollers() {
+        let store = Arc::new(GatedStore::default());
+        let service = service(Arc::clone(&store) as Arc<dyn OrderStore>);
+        let id: OrderId = "o1".parse().unwrap();
+        service.create(draft("o1")).await.unwrap();
+        let mut watcher = service.hub().subscribe(&id).unwrap();
+        watcher.borrow_and_update();
+        store.lose_ack.store(true, Ordering::SeqCst);
+        let result = service
+            .apply(
+                &id,
+                OrderChange::SetStatus(OrderStatus::Preparing),
+                Attribution::default(),
+            )
+            .await;
+        assert!(
+            matches!(result, Err(ServiceError::Store(_))),
+            "the caller is told it failed"
+        );
+        // It did commit, so the pollers must hear of it.
+        tokio::time::timeout(Duration::from_secs(5), watcher.changed())
+            .await
+            .expect("the poller wakes")
+            .unwrap();
+        assert_eq!(watcher.borrow().version(), Version(2));
     }
 
     #[tokio::test]

@@ -130,7 +130,9 @@ impl Writer {
             Ok(outcomes) => outcomes,
             Err(err) => {
                 tracing::error!(error = %err, changes = commits.len(), "cannot commit changes");
-                self.catch_up(&commits).await;
+                // Off the writer's path: with the database away, each read
+                // may wait for the pool's timeout.
+                tokio::spawn(catch_up(Arc::clone(&self.store), self.hub.clone(), commits));
                 let message = err.to_string();
                 for Pending { job, .. } in pending {
                     job.answer(Err(ServiceError::Store(StoreError::Backend(
@@ -255,20 +257,20 @@ impl Writer {
             _ => Arc::new(OrderSnapshot::new(order)),
         }
     }
+}
 
-    /// After a failed commit, publishes whatever the store holds for the
-    /// batch's orders: a connection lost during `COMMIT` may have committed
-    /// after all, and pollers must not sleep through it.
-    async fn catch_up(&self, commits: &[Commit]) {
-        let mut seen = std::collections::HashSet::new();
-        for commit in commits {
-            let id = &commit.order().id;
-            if !seen.insert(id) {
-                continue;
-            }
-            if let Ok(Some(order)) = self.store.get(id).await {
-                self.hub.publish(Arc::new(OrderSnapshot::new(order)));
-            }
+/// After a failed commit, publishes whatever the store holds for the batch's
+/// orders: a connection lost during `COMMIT` may have committed after all,
+/// and pollers must not sleep through it.
+async fn catch_up(store: Arc<dyn OrderStore>, hub: Hub, commits: Vec<Commit>) {
+    let mut seen = std::collections::HashSet::new();
+    for commit in &commits {
+        let id = &commit.order().id;
+        if !seen.insert(id) {
+            continue;
+        }
+        if let Ok(Some(order)) = store.get(id).await {
+            hub.publish(Arc::new(OrderSnapshot::new(order)));
         }
     }
 }

@@ -758,6 +758,38 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_key_still_in_flight_is_refused_then_replayed() {
+        let store = Arc::new(GatedStore::default());
+        let service = service(Arc::clone(&store) as Arc<dyn OrderStore>);
+        let id: OrderId = "o1".parse().unwrap();
+        service.create(draft("o1")).await.unwrap();
+        let body = serde_json::json!({"status": "preparing"});
+        let command = Command {
+            idempotency: Some(IdempotencyKey::new("PUT", "/p", "k".into(), &body)),
+            ..Command::change(
+                id,
+                OrderChange::SetStatus(OrderStatus::Preparing),
+                Attribution::default(),
+            )
+        };
+        store.hold.store(true, Ordering::SeqCst);
+        let first = {
+            let service = service.clone();
+            let command = command.clone();
+            tokio::spawn(async move { service.execute(command).await })
+        };
+        store.reached.notified().await;
+        assert!(matches!(
+            service.execute(command.clone()).await,
+            Err(ServiceError::KeyInFlight(_))
+        ));
+        store.hold.store(false, Ordering::SeqCst);
+        store.release.notify_one();
+        assert!(first.await.unwrap().unwrap().changed);
+        assert!(service.execute(command).await.unwrap().replayed);
+    }
+
+    #[tokio::test]
     async fn concurrent_changes_are_batched_and_gap_free() {
         let store = Arc::new(GatedStore::default());
         let service = service(Arc::clone(&store) as Arc<dyn OrderStore>);

@@ -88,14 +88,24 @@ impl Parts {
             Ok(resumed) => tracing::info!(resumed, "workflow simulations resumed"),
             Err(err) => tracing::error!(error = %err, "cannot resume workflow simulations"),
         }
-        let processor = Processor::new(tracker.clone(), shutdown.clone(), clock);
-        let requestor = Requestor::new(
+        // Both sides' order-request records are loaded whole (one query
+        // each): they are diagnostics lists the API shows in full anyway.
+        let processor = Processor::load(service.clone(), tracker.clone(), shutdown.clone()).await?;
+        let requestor = Requestor::load(
             service.clone(),
             Arc::new(InProcessLink::new(processor.clone())),
             tracker.clone(),
             shutdown.clone(),
             config.processing_speed,
-        );
+        )
+        .await?;
+        match requestor.resume().await {
+            Ok(0) => {}
+            Ok(resumed) => tracing::info!(resumed, "order-request processing streams resumed"),
+            Err(err) => {
+                tracing::error!(error = %err, "cannot resume order-request processing streams")
+            }
+        }
 
         let app = api::app(AppState {
             service: service.clone(),

@@ -17,11 +17,14 @@
 //! - [`tracking`]: the hub: per-order `watch` channels, the long-poll wait,
 //!   connection caps as RAII slots, live counters.
 //! - [`orders`]: the service, the one write path.
-//! - [`store`]: the `OrderStore` trait and its in-memory implementation.
+//! - [`store`]: the `OrderStore` trait and its SQLite, PostgreSQL and
+//!   in-memory implementations: orders and their events, idempotency keys,
+//!   running background work, the order-request records.
 //! - [`sim`]: the workflow simulator.
 //! - [`requests`]: order requests: the requestor (tracking, follow-ups,
-//!   duplicate-free processing streams) and the processor (simulated
-//!   sellers), joined by an in-process stream behind a trait.
+//!   duplicate-free processing streams, resumed after a restart) and the
+//!   processor (simulated sellers), joined by an in-process stream behind a
+//!   trait; both sides' records are durable.
 //! - [`api`]: axum routes, errors and the OpenAPI document.
 //! - [`app`], [`config`], [`telemetry`]: building, configuring, shutting
 //!   down, logging.

@@ -19,7 +19,7 @@ Restaurants and drivers `PUT` status changes, which wake every parked poll of th
 **Order requests.** `POST /api/v1/orders/initiate` hands a customer's request to the processor, which \
 seeks a seller (simulated sellers) over an in-process stream. The request is a customer order at once: \
 `requested` while sellers are sought (30-second poll interval), then `confirmed` with the accepted seller \
-as restaurant, or `expired`. Requestor and processor tracking state is in memory and cleared by a restart.\n\n\
+as restaurant, or `expired`. Requestor and processor records (requests, notes, sellers, proposals) are stored and survive a restart; a processing stream that was running resumes with a new seller-search round, which the order's history shows.\n\n\
 **Errors** always have the shape `{\"success\": false, \"error\": \"<code>\", \"message\": \"<sentence>\"}`.",
         license(name = "MIT"),
     ),

@@ -100,6 +100,7 @@ impl ApiError {
             ApiError::Request(err) => request_status(err),
             ApiError::Processor(ProcessorError::UnknownRequest(_)) => StatusCode::NOT_FOUND,
             ApiError::Processor(ProcessorError::SellerDirectory(_)) => StatusCode::BAD_GATEWAY,
+            ApiError::Processor(ProcessorError::Storage(_)) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Simulation(
                 SimError::AlreadyRunning(_)
                 | SimError::Finished { .. }
@@ -131,6 +132,7 @@ impl ApiError {
             ApiError::Request(err) => request_code(err),
             ApiError::Processor(ProcessorError::UnknownRequest(_)) => "request_not_found",
             ApiError::Processor(ProcessorError::SellerDirectory(_)) => "processor_error",
+            ApiError::Processor(ProcessorError::Storage(_)) => "internal_error",
             ApiError::Simulation(SimError::AlreadyRunning(_)) => "simulation_running",
             ApiError::Simulation(SimError::Finished { .. }) => "order_final",
             ApiError::Simulation(SimError::AwaitingSeller(_)) => "order_not_confirmed",

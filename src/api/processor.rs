@@ -24,7 +24,8 @@ pub fn router() -> Router<AppState> {
 ///
 /// How many order requests the processor holds a record of, how many rounds
 /// are processing now, how many processing streams were opened since start
-/// (one per started initiate), and the ids. In memory: a restart clears it.
+/// (one per started initiate, since this start), and the ids. The records
+/// survive a restart.
 #[utoipa::path(
     get,
     path = "/api/v1/processor/tracking/status",

@@ -196,7 +196,8 @@ pub async fn follow_up(
 /// Tracking status of the requestor.
 ///
 /// How many requests are tracked, how many processing streams are active
-/// now, and the tracked ids. In memory: a restart clears it.
+/// now, and the tracked ids. Requests survive a restart; a stream that was
+/// running then is resumed.
 #[utoipa::path(
     get,
     path = "/api/v1/orders/tracking/status",

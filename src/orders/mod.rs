@@ -26,7 +26,7 @@ use crate::domain::{
     Attribution, ChangeError, Cursor, Event, NewOrder, Order, OrderChange, OrderId, OrderSnapshot,
     OrderStatus, PollPolicy, PollTimeout, ValidationError, Version,
 };
-use crate::store::{BackgroundRun, OrderStore, StoreError};
+use crate::store::{BackgroundRun, OrderStore, RequestRecord, StoreError};
 use crate::tracking::{Hub, PollError, PollOutcome};
 
 mod clock;
@@ -555,6 +555,26 @@ impl OrderService {
         Ok(self.inner.store.runs(kind).await?)
     }
 
+    /// Saves one side's record of an order request (the requestor's or the
+    /// processor's), replacing the one saved before.
+    pub async fn save_request_record(
+        &self,
+        side: &str,
+        order_req_id: &OrderId,
+        record: &serde_json::Value,
+    ) -> Result<()> {
+        Ok(self
+            .inner
+            .store
+            .save_request_record(side, order_req_id, record)
+            .await?)
+    }
+
+    /// Every record of `side`, first saved first.
+    pub async fn request_records(&self, side: &str) -> Result<Vec<RequestRecord>> {
+        Ok(self.inner.store.request_records(side).await?)
+    }
+
     /// Forgets idempotency keys older than their 24 hours; returns how many.
     pub async fn purge_idempotency_keys(&self) -> Result<u64> {
         let before = writer::key_cutoff(self.inner.clock.now());
@@ -657,6 +677,17 @@ mod tests {
         }
         async fn runs(&self, kind: &str) -> Result<Vec<BackgroundRun>, StoreError> {
             self.inner.runs(kind).await
+        }
+        async fn save_request_record(
+            &self,
+            side: &str,
+            id: &OrderId,
+            record: &serde_json::Value,
+        ) -> Result<(), StoreError> {
+            self.inner.save_request_record(side, id, record).await
+        }
+        async fn request_records(&self, side: &str) -> Result<Vec<RequestRecord>, StoreError> {
+            self.inner.request_records(side).await
         }
         async fn ping(&self) -> Result<(), StoreError> {
             Ok(())

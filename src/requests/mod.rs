@@ -22,12 +22,18 @@
 //! - [`model`]: the requestor's strictly parsed input and the message types
 //!   both sides share.
 //!
-//! Like the seeds' tracking, all of it is in memory and cleared by a restart.
-//! This module never touches the store or the hub: it changes orders only
-//! through [`crate::orders::OrderService`].
+//! - [`records`]: the write-through book both sides keep their records in:
+//!   read from memory, every change stored first.
+//!
+//! Unlike the seeds' in-memory tracking, both sides' records are durable and
+//! a running stream resumes after a restart (see [`requestor`]). This module
+//! never touches the store or the hub directly: it changes orders, and
+//! stores its records and running streams, only through
+//! [`crate::orders::OrderService`].
 
 pub mod model;
 pub mod processor;
+mod records;
 pub mod requestor;
 pub mod sellers;
 pub mod transport;

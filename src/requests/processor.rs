@@ -9,13 +9,18 @@
 //! answers the stream and the follow-up call of [`super::transport`].
 //!
 //! Each round is a task on the app's `TaskTracker`. It stops when its outcome
-//! is sent, when the requestor drops the stream, or on shutdown; a drop guard
-//! marks the record abandoned if it stops before an outcome.
+//! is sent, when the requestor drops the stream, or on shutdown; a record
+//! still `processing` then is marked abandoned.
+//!
+//! The records are durable ([`super::records`]): every change is stored
+//! before it is shown or sent on the stream, so what the diagnostics show,
+//! and what the requestor is told, survives a restart or `kill -9`. A record
+//! left `processing` by a process that died is marked abandoned at the next
+//! start ([`Processor::load`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use dashmap::mapref::entry::Entry as MapEntry;
 use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -24,10 +29,11 @@ use tokio_util::task::TaskTracker;
 use utoipa::ToSchema;
 
 use super::model::{MessageContent, NotificationType};
+use super::records::RecordBook;
 use super::sellers::{self, Step};
 use super::transport::{FollowUp, ProcessingEvent, ProcessorError, StreamRequest};
 use crate::domain::{OrderId, Timestamp};
-use crate::orders::Clock;
+use crate::orders::{OrderService, ServiceError};
 
 /// Events buffered between the processor and the requestor. A round sends at
 /// most six, so sending never waits on a slow reader.
@@ -154,6 +160,9 @@ pub struct ProcessorStatus {
     pub tracked_order_ids: Vec<OrderId>,
 }
 
+/// The store's name for the processor's records.
+const SIDE: &str = "processor";
+
 /// Cheap handle to the processor; clones share one state.
 #[derive(Clone)]
 pub struct Processor {
@@ -162,10 +171,13 @@ pub struct Processor {
 }
 
 struct Inner {
-    /// `processor_order_req_id_list`: every request received, by id.
-    records: DashMap<OrderId, Entry>,
-    /// Numbers rounds (and first receipts), so a finished round never writes
-    /// over its successor's record and ids list in arrival order.
+    /// `processor_order_req_id_list`: every request received, by id, stored
+    /// on every change.
+    records: RecordBook<ProcessorOrderReqObj>,
+    /// Which round owns each record, so a finished round never writes over
+    /// its successor's record. Changed only under the record's write lock.
+    rounds: DashMap<OrderId, u64>,
+    /// Numbers rounds.
     next_serial: AtomicU64,
     /// Streams opened since start, for diagnostics.
     streams_opened: AtomicU64,
@@ -173,51 +185,60 @@ struct Inner {
     tracker: TaskTracker,
     /// Cancelled on shutdown: rounds stop.
     shutdown: CancellationToken,
-    /// Source of the record's timestamps.
-    clock: Clock,
-}
-
-/// A record and the round that owns it.
-struct Entry {
-    /// The round currently writing this record.
-    serial: u64,
-    /// When the request was first received, for listing order.
-    first_serial: u64,
-    /// The record itself.
-    record: ProcessorOrderReqObj,
+    /// Where the records are stored, and the time.
+    service: OrderService,
 }
 
 impl Processor {
-    pub fn new(tracker: TaskTracker, shutdown: CancellationToken, clock: Clock) -> Processor {
-        Processor {
+    /// The processor with every record it stored before. A record still
+    /// `processing` belongs to a round that died with the last process
+    /// (shutdown, crash): it is marked abandoned, since no round runs for it
+    /// now. The requestor resumes those requests with a new round.
+    pub async fn load(
+        service: OrderService,
+        tracker: TaskTracker,
+        shutdown: CancellationToken,
+    ) -> Result<Processor, ServiceError> {
+        let records: RecordBook<ProcessorOrderReqObj> =
+            RecordBook::load(SIDE, service.clone()).await?;
+        for (id, mut record) in records.list() {
+            if record.state == RoundState::Processing {
+                record.state = RoundState::Abandoned;
+                records.write(&id).await.put(record).await?;
+                tracing::info!(order_req_id = %id, "processing round of the previous run marked abandoned");
+            }
+        }
+        Ok(Processor {
             inner: Arc::new(Inner {
-                records: DashMap::new(),
+                records,
+                rounds: DashMap::new(),
                 next_serial: AtomicU64::new(0),
                 streams_opened: AtomicU64::new(0),
                 tracker,
                 shutdown,
-                clock,
+                service,
             }),
-        }
+        })
     }
 
     /// Starts a round for `request` and returns the receiving end of its
-    /// events. A new round replaces the request's record but keeps every
-    /// note: those the requestor sent along, and any the old record got that
-    /// they lack (a follow-up that raced the new round).
-    pub fn process(
+    /// events, once the round's record is stored. A new round replaces the
+    /// request's record but keeps every note: those the requestor sent
+    /// along, and any the old record got that they lack (a follow-up that
+    /// raced the new round).
+    pub async fn process(
         &self,
         request: StreamRequest,
-    ) -> mpsc::Receiver<Result<ProcessingEvent, ProcessorError>> {
+    ) -> Result<mpsc::Receiver<Result<ProcessingEvent, ProcessorError>>, ProcessorError> {
         let (tx, rx) = mpsc::channel(EVENT_BUFFER);
         let serial = self.inner.next_serial.fetch_add(1, Ordering::Relaxed);
-        let now = self.inner.clock.now();
+        let now = self.inner.service.now();
         let expiry = now.plus(
             chrono::TimeDelta::from_std(request.speed.scale(sellers::EXPIRY_AFTER))
                 .unwrap_or(chrono::TimeDelta::MAX),
         );
         let id = request.order_req_id.clone();
-        let record = ProcessorOrderReqObj {
+        let mut record = ProcessorOrderReqObj {
             order_req_id: id.clone(),
             session: request.session.clone(),
             notification_type: Some(request.notification_type),
@@ -228,32 +249,25 @@ impl Processor {
             queue_name: Some(format!("order_req.{id}")),
             expiry: Some(expiry),
         };
-        // Under the entry's lock, so no follow-up lands on the old record
-        // between reading its notes and replacing it.
-        match self.inner.records.entry(id.clone()) {
-            MapEntry::Occupied(mut slot) => {
-                let entry = slot.get_mut();
-                let mut record = record;
-                for old in std::mem::take(&mut entry.record.notes_dict_arr) {
-                    if !record
-                        .notes_dict_arr
-                        .iter()
-                        .any(|n| n.follow_up_id == old.follow_up_id)
-                    {
-                        record.notes_dict_arr.push(old);
-                    }
-                }
-                entry.serial = serial;
-                entry.record = record;
-            }
-            MapEntry::Vacant(slot) => {
-                slot.insert(Entry {
-                    serial,
-                    first_serial: serial,
-                    record,
-                });
+        // Under the record's write lock, so no follow-up lands on the old
+        // record between reading its notes and replacing it.
+        let writer = self.inner.records.write(&id).await;
+        for old in writer
+            .current()
+            .map(|old| old.notes_dict_arr)
+            .unwrap_or_default()
+        {
+            if !record
+                .notes_dict_arr
+                .iter()
+                .any(|n| n.follow_up_id == old.follow_up_id)
+            {
+                record.notes_dict_arr.push(old);
             }
         }
+        writer.put(record).await.map_err(storage)?;
+        self.inner.rounds.insert(id.clone(), serial);
+        drop(writer);
         self.inner.streams_opened.fetch_add(1, Ordering::Relaxed);
         tracing::info!(
             order_req_id = %id,
@@ -266,54 +280,67 @@ impl Processor {
         );
         let inner = Arc::clone(&self.inner);
         self.inner.tracker.spawn(async move {
-            let guard = RoundGuard {
+            let mut guard = RoundGuard {
                 inner: &inner,
                 id: &request.order_req_id,
                 serial,
+                finished: false,
             };
-            guard.run(&request, tx).await;
+            let last = guard.run(&request, tx).await;
+            guard.finish(last).await;
         });
-        rx
+        Ok(rx)
     }
 
-    /// Adds a follow-up to the processor's copy of its request.
-    pub fn add_note(&self, follow_up: FollowUp) -> Result<(), ProcessorError> {
+    /// Adds a follow-up to the processor's copy of its request, stored
+    /// before this returns. A note with an id the record already has
+    /// replaces it (a retry whose first answer was lost).
+    pub async fn add_note(&self, follow_up: FollowUp) -> Result<(), ProcessorError> {
         let id = follow_up.order_req_id.clone();
-        let mut entry = self
-            .inner
-            .records
-            .get_mut(&id)
+        let writer = self.inner.records.write(&id).await;
+        let mut record = writer
+            .current()
             .ok_or_else(|| ProcessorError::UnknownRequest(id.clone()))?;
         let follow_up_id = follow_up.follow_up_id.clone();
-        entry.record.notes_dict_arr.push(note(follow_up));
-        drop(entry);
+        let added = note(follow_up);
+        match record
+            .notes_dict_arr
+            .iter_mut()
+            .find(|n| n.follow_up_id == follow_up_id)
+        {
+            Some(same) => *same = added,
+            None => record.notes_dict_arr.push(added),
+        }
+        writer.put(record).await.map_err(storage)?;
+        drop(writer);
         tracing::info!(order_req_id = %id, %follow_up_id, "processor added follow-up note");
         Ok(())
     }
 
     /// The processor's record of a request.
     pub fn record(&self, id: &OrderId) -> Option<ProcessorOrderReqObj> {
-        self.inner.records.get(id).map(|entry| entry.record.clone())
+        self.inner.records.get(id)
     }
 
     /// Counts and ids, for diagnostics.
     pub fn status(&self) -> ProcessorStatus {
-        let mut ids: Vec<(u64, OrderId)> = Vec::new();
-        let mut processing = 0;
-        for entry in self.inner.records.iter() {
-            ids.push((entry.first_serial, entry.key().clone()));
-            if entry.record.state == RoundState::Processing {
-                processing += 1;
-            }
-        }
-        ids.sort();
+        let records = self.inner.records.list();
+        let processing = records
+            .iter()
+            .filter(|(_, record)| record.state == RoundState::Processing)
+            .count();
         ProcessorStatus {
-            total_orders: ids.len(),
+            total_orders: records.len(),
             processing_streams: processing,
             streams_opened: self.inner.streams_opened.load(Ordering::Relaxed),
-            tracked_order_ids: ids.into_iter().map(|(_, id)| id).collect(),
+            tracked_order_ids: records.into_iter().map(|(id, _)| id).collect(),
         }
     }
+}
+
+/// A store failure as the processor reports it.
+fn storage(err: ServiceError) -> ProcessorError {
+    ProcessorError::Storage(err.to_string())
 }
 
 fn note(follow_up: FollowUp) -> ProcessorNotesDictObj {
@@ -325,9 +352,10 @@ fn note(follow_up: FollowUp) -> ProcessorNotesDictObj {
     }
 }
 
-/// One round's hold on its record. Dropped however the round ends (outcome,
-/// requestor gone, shutdown, panic); a record still `processing` then is
-/// marked abandoned.
+/// One round's hold on its record. [`RoundGuard::finish`] marks a record
+/// still `processing` abandoned (or failed) and stores that; if the task dies
+/// before (a panic), the drop marks it in memory, and the next start puts the
+/// stored record right.
 struct RoundGuard<'a> {
     /// The processor's state.
     inner: &'a Inner,
@@ -335,65 +363,104 @@ struct RoundGuard<'a> {
     id: &'a OrderId,
     /// Which round this is; a newer round's record is left alone.
     serial: u64,
+    /// Whether `finish` ran.
+    finished: bool,
 }
 
 impl Drop for RoundGuard<'_> {
     fn drop(&mut self) {
-        let abandoned = self.update(|record| {
-            let was_processing = record.state == RoundState::Processing;
-            if was_processing {
+        if self.finished || !self.owns() {
+            return;
+        }
+        self.inner.records.patch_in_memory(self.id, |record| {
+            if record.state == RoundState::Processing {
                 record.state = RoundState::Abandoned;
             }
-            was_processing
         });
-        if abandoned == Some(true) {
-            tracing::info!(order_req_id = %self.id, "processing round abandoned before an outcome");
-        }
+        tracing::warn!(order_req_id = %self.id, "processing round died; marked abandoned in memory only");
     }
 }
 
 impl RoundGuard<'_> {
-    /// Changes the record if this round still owns it.
-    fn update<T>(&self, change: impl FnOnce(&mut ProcessorOrderReqObj) -> T) -> Option<T> {
-        let mut entry = self.inner.records.get_mut(self.id)?;
-        (entry.serial == self.serial).then(|| change(&mut entry.record))
+    /// Whether this round still owns the record.
+    fn owns(&self) -> bool {
+        self.inner.rounds.get(self.id).map(|owner| *owner) == Some(self.serial)
+    }
+
+    /// Changes the record and stores it, if this round still owns it.
+    async fn update<T>(
+        &self,
+        change: impl FnOnce(&mut ProcessorOrderReqObj) -> T,
+    ) -> Result<Option<T>, ServiceError> {
+        let writer = self.inner.records.write(self.id).await;
+        let Some(mut record) = writer.current().filter(|_| self.owns()) else {
+            return Ok(None);
+        };
+        let out = change(&mut record);
+        writer.put(record).await?;
+        Ok(Some(out))
+    }
+
+    /// Once the round has stopped: a record still `processing` becomes
+    /// `state` (abandoned, or failed when the store failed mid-round). If the
+    /// store refuses that too, memory shows it anyway (no round runs) and the
+    /// disagreement is logged; the next start marks the stored record.
+    async fn finish(&mut self, state: RoundState) {
+        self.finished = true;
+        let writer = self.inner.records.write(self.id).await;
+        let Some(mut record) = writer
+            .current()
+            .filter(|record| self.owns() && record.state == RoundState::Processing)
+        else {
+            return;
+        };
+        record.state = state;
+        tracing::info!(order_req_id = %self.id, ?state, "processing round stopped before an outcome");
+        if let Err(err) = writer.put(record.clone()).await {
+            tracing::error!(order_req_id = %self.id, error = %err, "cannot store that a processing round stopped; memory and store disagree until the next start");
+            writer.put_in_memory(record);
+        }
     }
 
     /// Walks the sellers' timeline, recording each step and sending it on,
     /// until the outcome is sent, the requestor drops the stream or the
-    /// server shuts down.
+    /// server shuts down. Returns what a record still `processing` becomes.
     async fn run(
         &self,
         request: &StreamRequest,
         tx: mpsc::Sender<Result<ProcessingEvent, ProcessorError>>,
-    ) {
+    ) -> RoundState {
         let start = tokio::time::Instant::now();
         for (after, step) in sellers::timeline(self.id, request.scenario) {
             // Deadlines from the start, so steps do not drift.
             tokio::select! {
-                () = self.inner.shutdown.cancelled() => return,
-                () = tx.closed() => return,
+                () = self.inner.shutdown.cancelled() => return RoundState::Abandoned,
+                () = tx.closed() => return RoundState::Abandoned,
                 () = tokio::time::sleep_until(start + request.speed.scale(after)) => {}
             }
-            let (event, state) = self.record_step(step);
-            if let Some(state) = state {
-                self.update(|record| record.state = state);
-            }
-            let outcome = state.is_some();
-            if tx.send(event).await.is_err() || outcome {
-                return;
+            let (event, last) = match self.record_step(step).await {
+                Ok(stepped) => stepped,
+                Err(err) => {
+                    tracing::error!(order_req_id = %self.id, error = %err, "cannot store a processing step; the round fails");
+                    let _ = tx.send(Err(storage(err))).await;
+                    return RoundState::Failed;
+                }
+            };
+            if tx.send(event).await.is_err() || last {
+                return RoundState::Abandoned;
             }
         }
+        RoundState::Abandoned
     }
 
-    /// Writes `step` into the record and says what to send, and the round's
-    /// final state if the step ends it.
-    fn record_step(
+    /// Writes `step` into the record (one store write, before anything is
+    /// sent) and says what to send, and whether the round ends with it.
+    async fn record_step(
         &self,
         step: Step,
-    ) -> (Result<ProcessingEvent, ProcessorError>, Option<RoundState>) {
-        let now = self.inner.clock.now();
-        match step {
+    ) -> Result<(Result<ProcessingEvent, ProcessorError>, bool), ServiceError> {
+        let now = self.inner.service.now();
+        Ok(match step {
             Step::Select(sellers) => {
                 self.update(|record| {
                     record.seller_dict_arr = sellers
@@ -404,9 +471,10 @@ impl RoundGuard<'_> {
                             contacted_at: now,
                         })
                         .collect();
-                });
+                })
+                .await?;
                 tracing::info!(order_req_id = %self.id, sellers = sellers.len(), "processor selected sellers");
-                (Ok(ProcessingEvent::SellersSelected { sellers }), None)
+                (Ok(ProcessingEvent::SellersSelected { sellers }), false)
             }
             Step::Propose(proposal) => {
                 self.update(|record| {
@@ -418,38 +486,41 @@ impl RoundGuard<'_> {
                         received_at: now,
                         accepted: false,
                     });
-                });
+                })
+                .await?;
                 tracing::info!(order_req_id = %self.id, proposal_id = %proposal.proposal_id, "processor received a proposal");
-                (Ok(ProcessingEvent::ProposalReceived { proposal }), None)
+                (Ok(ProcessingEvent::ProposalReceived { proposal }), false)
             }
             Step::Accept(proposal) => {
                 self.update(|record| {
                     for received in &mut record.proposal_dict_arr {
                         received.accepted = received.proposal_id == proposal.proposal_id;
                     }
-                });
+                    record.state = RoundState::Accepted;
+                })
+                .await?;
                 tracing::info!(order_req_id = %self.id, proposal_id = %proposal.proposal_id, seller = %proposal.seller.name, "processor accepted a proposal");
-                (
-                    Ok(ProcessingEvent::ProposalAccepted { proposal }),
-                    Some(RoundState::Accepted),
-                )
+                (Ok(ProcessingEvent::ProposalAccepted { proposal }), true)
             }
             Step::Expire => {
-                let expiry = self.update(|record| record.expiry).flatten().unwrap_or(now);
+                let expiry = self
+                    .update(|record| {
+                        record.state = RoundState::Expired;
+                        record.expiry
+                    })
+                    .await?
+                    .flatten()
+                    .unwrap_or(now);
                 tracing::info!(order_req_id = %self.id, "processor round expired with no proposal");
-                (
-                    Ok(ProcessingEvent::Expired { expiry }),
-                    Some(RoundState::Expired),
-                )
+                (Ok(ProcessingEvent::Expired { expiry }), true)
             }
             Step::Fail(why) => {
+                self.update(|record| record.state = RoundState::Failed)
+                    .await?;
                 tracing::warn!(order_req_id = %self.id, error = %why, "processor round failed");
-                (
-                    Err(ProcessorError::SellerDirectory(why)),
-                    Some(RoundState::Failed),
-                )
+                (Err(ProcessorError::SellerDirectory(why)), true)
             }
-        }
+        })
     }
 }
 
@@ -460,13 +531,25 @@ mod tests {
     use tokio_stream::StreamExt;
 
     use super::*;
-    use crate::domain::TimeScale;
+    use crate::domain::{PollPolicy, TimeScale};
+    use crate::orders::{Clock, TimeoutSettings};
     use crate::requests::sellers::Scenario;
+    use crate::store::MemoryStore;
+    use crate::tracking::{Hub, Limits};
 
-    fn processor() -> (Processor, CancellationToken, TaskTracker) {
+    async fn processor() -> (Processor, CancellationToken, TaskTracker) {
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
-        let processor = Processor::new(tracker.clone(), shutdown.clone(), Clock::tokio());
+        let service = OrderService::new(
+            Arc::new(MemoryStore::new()),
+            Hub::new(Limits::default(), shutdown.clone()),
+            PollPolicy::default(),
+            TimeoutSettings::default(),
+            Clock::tokio(),
+        );
+        let processor = Processor::load(service, tracker.clone(), shutdown.clone())
+            .await
+            .unwrap();
         (processor, shutdown, tracker)
     }
 
@@ -492,10 +575,13 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_accepting_round_follows_the_timeline_and_records_everything() {
-        let (processor, _, _) = processor();
+        let (processor, _, _) = processor().await;
         let start = tokio::time::Instant::now();
         let mut rx = tokio_stream::wrappers::ReceiverStream::new(
-            processor.process(request("TEST001", Scenario::Accept)),
+            processor
+                .process(request("TEST001", Scenario::Accept))
+                .await
+                .unwrap(),
         );
         let mins = |n: u64| Duration::from_secs(n * 60);
 
@@ -536,10 +622,13 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn expiry_and_failure_end_the_stream() {
-        let (processor, _, _) = processor();
+        let (processor, _, _) = processor().await;
         let start = tokio::time::Instant::now();
         let mut rx = tokio_stream::wrappers::ReceiverStream::new(
-            processor.process(request("EXP", Scenario::Expire)),
+            processor
+                .process(request("EXP", Scenario::Expire))
+                .await
+                .unwrap(),
         );
         next(&mut rx, start).await;
         let (at, event) = next(&mut rx, start).await;
@@ -547,7 +636,10 @@ mod tests {
         assert!(matches!(event, Some(Ok(ProcessingEvent::Expired { .. }))));
 
         let mut rx = tokio_stream::wrappers::ReceiverStream::new(
-            processor.process(request("FAIL", Scenario::Fail)),
+            processor
+                .process(request("FAIL", Scenario::Fail))
+                .await
+                .unwrap(),
         );
         let start = tokio::time::Instant::now();
         next(&mut rx, start).await;
@@ -564,9 +656,15 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_dropped_stream_or_shutdown_abandons_the_round_and_ends_its_task() {
-        let (processor, shutdown, tracker) = processor();
-        let rx = processor.process(request("GONE", Scenario::Accept));
-        let mut kept = processor.process(request("KEPT", Scenario::Accept));
+        let (processor, shutdown, tracker) = processor().await;
+        let rx = processor
+            .process(request("GONE", Scenario::Accept))
+            .await
+            .unwrap();
+        let mut kept = processor
+            .process(request("KEPT", Scenario::Accept))
+            .await
+            .unwrap();
         drop(rx);
         tokio::time::sleep(Duration::from_secs(1)).await;
         let state = |id: &str| processor.record(&id.parse().unwrap()).unwrap().state;
@@ -584,7 +682,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn notes_are_kept_flexibly_and_survive_a_new_round() {
-        let (processor, _, _) = processor();
+        let (processor, _, _) = processor().await;
         let id: OrderId = "NOTE".parse().unwrap();
         let follow_up = |n: u32| FollowUp {
             order_req_id: id.clone(),
@@ -597,20 +695,23 @@ mod tests {
             },
             added_time: Timestamp::new(chrono::Utc::now()),
         };
-        let unknown = processor.add_note(follow_up(1));
+        let unknown = processor.add_note(follow_up(1)).await;
         assert_eq!(unknown, Err(ProcessorError::UnknownRequest(id.clone())));
 
-        let _first = processor.process(request("NOTE", Scenario::Accept));
-        processor.add_note(follow_up(1)).unwrap();
+        let _first = processor
+            .process(request("NOTE", Scenario::Accept))
+            .await
+            .unwrap();
+        processor.add_note(follow_up(1)).await.unwrap();
         // A second round carries the notes the requestor sends along.
         let mut second = request("NOTE", Scenario::Accept);
         second.notes = vec![follow_up(1)];
-        let _second = processor.process(second);
-        processor.add_note(follow_up(2)).unwrap();
+        let _second = processor.process(second).await.unwrap();
+        processor.add_note(follow_up(2)).await.unwrap();
         // A third round whose request lacks FU002 (it raced the round) keeps it.
         let mut third = request("NOTE", Scenario::Accept);
         third.notes = vec![follow_up(1)];
-        let _third = processor.process(third);
+        let _third = processor.process(third).await.unwrap();
         let notes: Vec<String> = processor
             .record(&id)
             .unwrap()

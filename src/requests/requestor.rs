@@ -11,8 +11,19 @@
 //! outcome, processor error, `/stop`, the order being cancelled, shutdown,
 //! even a panic.
 //!
-//! Everything here is in memory and cleared by a restart, as the seeds
-//! intend.
+//! The tracked requests and their notes are durable
+//! ([`super::records`]): each change is stored before it is answered. A
+//! running stream is recorded in the store as a background run until it
+//! ends; shutdown, a crash or `kill -9` leave the record, and the next start
+//! resumes the stream ([`Requestor::resume`]) with a new seller-search round
+//! on the still-`requested` order, at the stream's recorded speed and
+//! scenario. Resuming is what the customer expects and costs one order
+//! change: the processor's simulated round cannot be continued mid-way
+//! (its timers died with the process), so a new round starts, and the
+//! order's history shows it (`search_restarted`, with the reason in
+//! `notes`). A request whose order was settled meanwhile is not resumed.
+//! The active-stream map itself stays in memory: only a stream that really
+//! runs in this process is active.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -20,7 +31,7 @@ use std::time::Duration;
 
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio_stream::wrappers::WatchStream;
 use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
@@ -28,6 +39,7 @@ use tokio_util::task::TaskTracker;
 use utoipa::ToSchema;
 
 use super::model::{FollowUpDraft, Initiate, MessageContent, MessageType, NotificationType};
+use super::records::RecordBook;
 use super::sellers::Scenario;
 use super::transport::{
     EventStream, FollowUp, ProcessingEvent, ProcessorError, ProcessorLink, StreamRequest,
@@ -37,11 +49,20 @@ use crate::domain::{
     Timestamp, ValidationError,
 };
 use crate::orders::{OrderService, ServiceError};
+use crate::store::BackgroundRun;
 
 /// `updated_by` of the changes the order-request processor's progress makes.
 pub const REQUESTOR: &str = "order-request processor";
 /// Longest `/stop` waits for the stream to finish before answering.
 pub const STOP_WAIT: Duration = Duration::from_secs(5);
+/// `notes` of the history entry of a stream resumed after a restart.
+pub const RESUMED_NOTE: &str =
+    "processing resumed after a server restart: a new seller-search round started";
+
+/// The store's name for the requestor's records.
+const SIDE: &str = "requestor";
+/// The store's name for a running processing stream (a background run).
+const STREAM_RUN: &str = "request_stream";
 
 /// What can go wrong with an order request.
 #[derive(Debug, thiserror::Error)]
@@ -85,10 +106,12 @@ pub enum Initiated {
     AlreadyProcessing,
 }
 
-/// How the simulated sellers of one request behave.
-#[derive(Debug, Clone, Copy, Default)]
+/// How the simulated sellers of one request behave; stored with a running
+/// stream, so a resumed stream behaves alike.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 pub struct ProcessingOptions {
     /// Time scale; the server's `--processing-speed` when absent.
+    #[serde(with = "optional_speed")]
     pub speed: Option<TimeScale>,
     /// What the sellers do.
     pub scenario: Scenario,
@@ -129,7 +152,7 @@ impl StreamEnding {
 
 /// A follow-up note as the requestor keeps it (seed 000's `NotesDictObj`):
 /// every field required.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NotesDictObj {
     /// Given by the requestor, `FU001`, `FU002`, … per request.
     pub follow_up_id: String,
@@ -154,8 +177,9 @@ impl NotesDictObj {
     }
 }
 
-/// The requestor's record of one request (seed 000's `OrderReqObj`).
-#[derive(Debug, Clone)]
+/// The requestor's record of one request (seed 000's `OrderReqObj`), stored
+/// as JSON on every change.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct OrderReqObj {
     /// The request, also the customer order's id.
     pub order_req_id: OrderId,
@@ -167,8 +191,6 @@ pub struct OrderReqObj {
     pub notes_dict_arr: Vec<NotesDictObj>,
     /// Follow-up ids handed out so far, for the next id.
     follow_ups_issued: u32,
-    /// When the request was first tracked, for listing order.
-    tracked_seq: u64,
 }
 
 /// `GET /api/v1/orders/tracking/status`.
@@ -270,13 +292,14 @@ struct Inner {
     service: OrderService,
     /// The way to the processor.
     link: Arc<dyn ProcessorLink>,
-    /// `order_req_id_list`: every request tracked, by id.
-    requests: DashMap<OrderId, OrderReqObj>,
+    /// `order_req_id_list`: every request tracked, by id, stored on every
+    /// change.
+    requests: RecordBook<OrderReqObj>,
     /// `active_grpc_streams`: the streams running now. An entry exists from
     /// the atomic claim in `initiate` until the stream's guard drops.
     active: DashMap<OrderId, ActiveStream>,
-    /// Numbers streams (so a finished stream's guard never frees its
-    /// successor's slot) and tracked requests (for listing order).
+    /// Numbers streams, so a finished stream's guard never frees its
+    /// successor's slot.
     next_seq: AtomicU64,
     /// Streams started since start.
     streams_started: AtomicU64,
@@ -367,18 +390,21 @@ impl Drop for StreamSlot {
 }
 
 impl Requestor {
-    pub fn new(
+    /// The requestor with every request it tracked before (loaded whole: a
+    /// diagnostics list the API shows in full anyway). No stream runs yet;
+    /// [`Requestor::resume`] restarts those that were running.
+    pub async fn load(
         service: OrderService,
         link: Arc<dyn ProcessorLink>,
         tracker: TaskTracker,
         shutdown: CancellationToken,
         default_speed: TimeScale,
-    ) -> Requestor {
-        Requestor {
+    ) -> Result<Requestor, ServiceError> {
+        Ok(Requestor {
             inner: Arc::new(Inner {
+                requests: RecordBook::load(SIDE, service.clone()).await?,
                 service,
                 link,
-                requests: DashMap::new(),
                 active: DashMap::new(),
                 next_seq: AtomicU64::new(0),
                 streams_started: AtomicU64::new(0),
@@ -388,7 +414,7 @@ impl Requestor {
                 shutdown,
                 default_speed,
             }),
-        }
+        })
     }
 
     /// Starts processing a request, unless a stream for it is already active.
@@ -403,7 +429,7 @@ impl Requestor {
         options: ProcessingOptions,
     ) -> Result<Initiated, RequestError> {
         let id = request.order_req_id.clone();
-        let Some((mut slot, stop)) = self.claim(&id) else {
+        let Some((slot, stop)) = self.claim(&id) else {
             self.inner
                 .duplicates_prevented
                 .fetch_add(1, Ordering::Relaxed);
@@ -412,19 +438,70 @@ impl Requestor {
         };
         // From here every early return drops `slot`, which frees the claim.
         self.prepare_order(&request).await?;
-        let changes = self.inner.service.changes(&id).await?;
-
-        let events = self.inner.link.open_stream(StreamRequest {
-            order_req_id: id.clone(),
-            session: request.session.clone(),
-            notification_type: request.notification_type,
-            notes: self.notes_of(&id),
-            scenario: options.scenario,
-            speed: options.speed.unwrap_or(self.inner.default_speed),
-        });
+        let session = request.session.clone();
+        let options = ProcessingOptions {
+            speed: Some(options.speed.unwrap_or(self.inner.default_speed)),
+            ..options
+        };
+        let events = self
+            .open(&id, session, request.notification_type, options)
+            .await?;
         // Tracked only once the processor has the request, so a follow-up
         // accepted for it always finds the processor's copy.
-        self.track(&request);
+        self.track(&request).await?;
+        self.run(slot, stop, events, options).await?;
+        Ok(Initiated::Started)
+    }
+
+    /// Opens the processing stream of `id`: the processor stores its record
+    /// and starts a round.
+    async fn open(
+        &self,
+        id: &OrderId,
+        session: String,
+        notification_type: NotificationType,
+        options: ProcessingOptions,
+    ) -> Result<EventStream, RequestError> {
+        Ok(self
+            .inner
+            .link
+            .open_stream(StreamRequest {
+                order_req_id: id.clone(),
+                session,
+                notification_type,
+                notes: self.notes_of(id),
+                scenario: options.scenario,
+                speed: options.speed.unwrap_or(self.inner.default_speed),
+            })
+            .await?)
+    }
+
+    /// Records the stream as running (so a restart resumes it) and hands it
+    /// to its task. The record is written before the task starts, so the
+    /// task's removal of it at the end cannot come first.
+    async fn run(
+        &self,
+        mut slot: StreamSlot,
+        stop: CancellationToken,
+        events: EventStream,
+        options: ProcessingOptions,
+    ) -> Result<(), RequestError> {
+        let id = slot.id.clone();
+        let changes = self.inner.service.changes(&id).await?;
+        let params = serde_json::to_value(options).map_err(|err| {
+            ServiceError::Store(crate::store::StoreError::Corrupt(format!(
+                "stream options: {err}"
+            )))
+        })?;
+        self.inner
+            .service
+            .save_run(&BackgroundRun {
+                kind: STREAM_RUN.into(),
+                order_id: id.clone(),
+                params,
+                started_at: self.inner.service.now(),
+            })
+            .await?;
         slot.started = true;
         self.inner.streams_started.fetch_add(1, Ordering::Relaxed);
         tracing::info!(order_req_id = %id, scenario = %options.scenario, "processing stream marked active");
@@ -432,7 +509,79 @@ impl Requestor {
         self.inner
             .tracker
             .spawn(consume(inner, slot, events, stop, changes));
-        Ok(Initiated::Started)
+        Ok(())
+    }
+
+    /// Resumes every processing stream that was running when the server
+    /// last stopped (shutdown, crash, `kill -9`): a new seller-search round
+    /// on the order, still `requested`, with the stream's recorded speed and
+    /// scenario; the order's history says why (`search_restarted`,
+    /// [`RESUMED_NOTE`]). A stream whose order was settled meanwhile, or
+    /// whose request is unknown, is forgotten. Returns how many resumed.
+    pub async fn resume(&self) -> Result<usize, RequestError> {
+        let mut resumed = 0;
+        for run in self.inner.service.runs(STREAM_RUN).await? {
+            let id = run.order_id.clone();
+            match self.resume_one(&run).await {
+                Ok(true) => {
+                    resumed += 1;
+                    tracing::info!(order_req_id = %id, "processing stream resumed after a restart");
+                }
+                Ok(false) => {}
+                Err(RequestError::Settled { status, .. }) => {
+                    tracing::info!(order_req_id = %id, %status, "processing stream not resumed: the order is settled");
+                    self.inner.service.end_run(STREAM_RUN, &id).await?;
+                }
+                // Left recorded: the next start tries again.
+                Err(err) => {
+                    tracing::error!(order_req_id = %id, error = %err, "cannot resume a processing stream")
+                }
+            }
+        }
+        Ok(resumed)
+    }
+
+    /// Resumes one recorded stream; `false` if there was nothing to resume.
+    async fn resume_one(&self, run: &BackgroundRun) -> Result<bool, RequestError> {
+        let id = &run.order_id;
+        let Some(tracked) = self.inner.requests.get(id) else {
+            tracing::warn!(order_req_id = %id, "a running stream of an untracked request; forgotten");
+            self.inner.service.end_run(STREAM_RUN, id).await?;
+            return Ok(false);
+        };
+        let options: ProcessingOptions =
+            serde_json::from_value(run.params.clone()).unwrap_or_default();
+        let Some((slot, stop)) = self.claim(id) else {
+            return Ok(false);
+        };
+        let reason = Attribution {
+            updated_by: Some(REQUESTOR.to_owned()),
+            notes: Some(RESUMED_NOTE.to_owned()),
+            metadata: Some(serde_json::Map::from_iter([(
+                "reason".to_owned(),
+                serde_json::Value::from("server_restart"),
+            )])),
+        };
+        match self
+            .inner
+            .service
+            .apply(id, OrderChange::RestartSearch, reason)
+            .await
+        {
+            Ok(_) => {}
+            Err(ServiceError::Change(ChangeError::NotRequested { status })) => {
+                return Err(RequestError::Settled {
+                    id: id.clone(),
+                    status,
+                })
+            }
+            Err(err) => return Err(err.into()),
+        }
+        let events = self
+            .open(id, tracked.session, tracked.notification_type, options)
+            .await?;
+        self.run(slot, stop, events, options).await?;
+        Ok(true)
     }
 
     /// The atomic check-and-set: a guard on the request's active slot and
@@ -505,45 +654,51 @@ impl Requestor {
             .unwrap_or_default()
     }
 
-    /// Adds the request to tracking, or updates it for a new round.
-    fn track(&self, request: &Initiate) {
+    /// Adds the request to tracking, or updates it for a new round; stored
+    /// before it returns.
+    async fn track(&self, request: &Initiate) -> Result<(), RequestError> {
         let id = &request.order_req_id;
-        match self.inner.requests.entry(id.clone()) {
-            Entry::Occupied(mut tracked) => {
-                let tracked = tracked.get_mut();
-                tracked.session = request.session.clone();
-                tracked.notification_type = request.notification_type;
-            }
-            Entry::Vacant(slot) => {
-                slot.insert(OrderReqObj {
-                    order_req_id: id.clone(),
-                    session: request.session.clone(),
-                    notification_type: request.notification_type,
-                    notes_dict_arr: Vec::new(),
-                    follow_ups_issued: 0,
-                    tracked_seq: self.inner.next_seq.fetch_add(1, Ordering::Relaxed),
-                });
-                tracing::info!(order_req_id = %id, session = %request.session, "order request added to tracking");
-            }
+        let writer = self.inner.requests.write(id).await;
+        let existing = writer.current();
+        let new = existing.is_none();
+        let tracked = match existing {
+            Some(tracked) => OrderReqObj {
+                session: request.session.clone(),
+                notification_type: request.notification_type,
+                ..tracked
+            },
+            None => OrderReqObj {
+                order_req_id: id.clone(),
+                session: request.session.clone(),
+                notification_type: request.notification_type,
+                notes_dict_arr: Vec::new(),
+                follow_ups_issued: 0,
+            },
+        };
+        writer.put(tracked).await?;
+        if new {
+            tracing::info!(order_req_id = %id, session = %request.session, "order request added to tracking");
         }
+        Ok(())
     }
 
     /// Gives a follow-up its id, delivers it to the processor, then adds it
-    /// to the request's notes. Nothing is added if the processor refuses it.
+    /// to the request's notes and stores them, all under the request's write
+    /// lock (so ids are handed out in order). Nothing is added if the
+    /// processor refuses it. If the processor took it but the requestor's
+    /// own write fails, the answer is an error and the processor keeps a
+    /// note the requestor lacks; the retry gets the same id, which replaces
+    /// that note in the processor's record.
     #[tracing::instrument(skip_all, fields(order_req_id = %draft.order_req_id))]
     pub async fn follow_up(&self, draft: FollowUpDraft) -> Result<NotesDictObj, RequestError> {
         let id = draft.order_req_id.clone();
-        let follow_up_id = {
-            let mut tracked = self
-                .inner
-                .requests
-                .get_mut(&id)
-                .ok_or_else(|| RequestError::NotFound(id.clone()))?;
-            tracked.follow_ups_issued += 1;
-            format!("FU{:03}", tracked.follow_ups_issued)
-        };
+        let writer = self.inner.requests.write(&id).await;
+        let mut tracked = writer
+            .current()
+            .ok_or_else(|| RequestError::NotFound(id.clone()))?;
+        tracked.follow_ups_issued += 1;
         let note = NotesDictObj {
-            follow_up_id,
+            follow_up_id: format!("FU{:03}", tracked.follow_ups_issued),
             audience: draft.audience,
             content: draft.content,
             added_time: self.inner.service.now(),
@@ -552,12 +707,9 @@ impl Requestor {
             .link
             .send_follow_up(note.to_follow_up(&id))
             .await?;
-        self.inner
-            .requests
-            .get_mut(&id)
-            .ok_or_else(|| RequestError::NotFound(id.clone()))?
-            .notes_dict_arr
-            .push(note.clone());
+        tracked.notes_dict_arr.push(note.clone());
+        writer.put(tracked).await?;
+        drop(writer);
         tracing::info!(
             order_req_id = %id,
             follow_up_id = %note.follow_up_id,
@@ -577,7 +729,7 @@ impl Requestor {
             .get(id)
             .map(|stream| (stream.stop.clone(), stream.ended.clone()));
         let Some((stop, ended)) = tokens else {
-            return Err(if self.inner.requests.contains_key(id) {
+            return Err(if self.inner.requests.contains(id) {
                 RequestError::NotActive(id.clone())
             } else {
                 RequestError::NotFound(id.clone())
@@ -597,23 +749,23 @@ impl Requestor {
 
     /// Seed 000's tracking status.
     pub fn status(&self) -> TrackingStatus {
-        let mut ids: Vec<(u64, OrderId)> = self
+        let ids: Vec<OrderId> = self
             .inner
             .requests
-            .iter()
-            .map(|entry| (entry.tracked_seq, entry.key().clone()))
+            .list()
+            .into_iter()
+            .map(|(id, _)| id)
             .collect();
-        ids.sort();
         TrackingStatus {
             total_orders: ids.len(),
             active_streams: self.inner.active.len(),
-            tracked_order_ids: ids.into_iter().map(|(_, id)| id).collect(),
+            tracked_order_ids: ids,
         }
     }
 
     /// Seed 000's tracking details of one request.
     pub fn details(&self, id: &OrderId) -> Option<TrackingDetails> {
-        let tracked = self.inner.requests.get(id)?.clone();
+        let tracked = self.inner.requests.get(id)?;
         Some(TrackingDetails {
             order_req_id: tracked.order_req_id,
             session: tracked.session,
@@ -738,12 +890,45 @@ async fn consume(
             break (outcome, None);
         }
     };
+    // A stream stopped by shutdown stays recorded as running, to be resumed
+    // at the next start; any other ending is final. Forgotten while the slot
+    // is still held, so a new initiate's record cannot be the one removed.
+    if ending != StreamEnding::Shutdown {
+        if let Err(err) = inner.service.end_run(STREAM_RUN, &id).await {
+            tracing::warn!(order_req_id = %id, error = %err, "cannot record that a processing stream ended; the next start may resume it");
+        }
+    }
     slot.ending = ending;
     slot.detail = detail;
     // Dropping the stream tells the processor we are done; dropping the slot
     // marks the stream inactive.
     drop(events);
     drop(slot);
+}
+
+/// An optional `TimeScale` as its speed, a plain number (or null).
+mod optional_speed {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::domain::TimeScale;
+
+    pub fn serialize<S: Serializer>(
+        scale: &Option<TimeScale>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match scale {
+            Some(scale) => serializer.serialize_some(&scale.speed()),
+            None => serializer.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<TimeScale>, D::Error> {
+        Option::<f64>::deserialize(deserializer)?
+            .map(|speed| TimeScale::parse(&speed.to_string()).map_err(serde::de::Error::custom))
+            .transpose()
+    }
 }
 
 #[cfg(test)]
@@ -766,14 +951,17 @@ mod tests {
 
     #[async_trait]
     impl ProcessorLink for BrokenLink {
-        fn open_stream(&self, _request: StreamRequest) -> EventStream {
-            if self.panic {
+        async fn open_stream(
+            &self,
+            _request: StreamRequest,
+        ) -> Result<EventStream, ProcessorError> {
+            Ok(if self.panic {
                 Box::pin(tokio_stream::once(()).map(
                     |()| -> Result<ProcessingEvent, ProcessorError> { panic!("the stream broke") },
                 ))
             } else {
                 Box::pin(tokio_stream::empty())
-            }
+            })
         }
 
         async fn send_follow_up(&self, _follow_up: FollowUp) -> Result<(), ProcessorError> {
@@ -781,7 +969,7 @@ mod tests {
         }
     }
 
-    fn requestor(link: BrokenLink) -> (Requestor, TaskTracker) {
+    async fn requestor(link: BrokenLink) -> (Requestor, TaskTracker) {
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
         let service = OrderService::new(
@@ -791,13 +979,15 @@ mod tests {
             TimeoutSettings::default(),
             Clock::tokio(),
         );
-        let requestor = Requestor::new(
+        let requestor = Requestor::load(
             service,
             Arc::new(link),
             tracker.clone(),
             shutdown,
             TimeScale::REAL_TIME,
-        );
+        )
+        .await
+        .unwrap();
         (requestor, tracker)
     }
 
@@ -818,7 +1008,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_stream_whose_task_panics_still_frees_its_slot() {
-        let (requestor, tracker) = requestor(BrokenLink { panic: true });
+        let (requestor, tracker) = requestor(BrokenLink { panic: true }).await;
         let id: OrderId = "PANIC1".parse().unwrap();
         let started = requestor
             .initiate(request("PANIC1"), ProcessingOptions::default())
@@ -834,7 +1024,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_stream_that_ends_without_an_outcome_is_a_processor_error() {
-        let (requestor, tracker) = requestor(BrokenLink { panic: false });
+        let (requestor, tracker) = requestor(BrokenLink { panic: false }).await;
         let id: OrderId = "QUIET1".parse().unwrap();
         requestor
             .initiate(request("QUIET1"), ProcessingOptions::default())

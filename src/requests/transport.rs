@@ -119,14 +119,18 @@ pub enum ProcessorError {
     /// A follow-up for a request the processor never received.
     #[error("the processor has no order request {0}")]
     UnknownRequest(OrderId),
+    /// The processor could not store its record; nothing of the call was
+    /// kept.
+    #[error("the processor cannot store its record: {0}")]
+    Storage(String),
 }
 
 /// The requestor's view of the processor: everything it may ask of it.
 #[async_trait]
 pub trait ProcessorLink: Send + Sync + 'static {
-    /// Opens the processing stream of one request. Dropping the stream tells
-    /// the processor to stop.
-    fn open_stream(&self, request: StreamRequest) -> EventStream;
+    /// Opens the processing stream of one request, once the processor has
+    /// stored it. Dropping the stream tells the processor to stop.
+    async fn open_stream(&self, request: StreamRequest) -> Result<EventStream, ProcessorError>;
 
     /// Delivers a follow-up note to the processor's copy of its request.
     async fn send_follow_up(&self, follow_up: FollowUp) -> Result<(), ProcessorError>;
@@ -147,12 +151,13 @@ impl InProcessLink {
 
 #[async_trait]
 impl ProcessorLink for InProcessLink {
-    fn open_stream(&self, request: StreamRequest) -> EventStream {
-        Box::pin(ReceiverStream::new(self.processor.process(request)))
+    async fn open_stream(&self, request: StreamRequest) -> Result<EventStream, ProcessorError> {
+        let events = self.processor.process(request).await?;
+        Ok(Box::pin(ReceiverStream::new(events)))
     }
 
     async fn send_follow_up(&self, follow_up: FollowUp) -> Result<(), ProcessorError> {
-        self.processor.add_note(follow_up)
+        self.processor.add_note(follow_up).await
     }
 }
 

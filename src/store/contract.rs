@@ -132,6 +132,7 @@ contract!(
     history_pages_in_version_order,
     everything_survives_reopening,
     background_runs_are_recorded_until_they_end,
+    request_records_are_replaced_and_keep_their_place,
 );
 
 fn t(s: &str) -> Timestamp {
@@ -528,6 +529,50 @@ async fn background_runs_are_recorded_until_they_end(
         assert_eq!(
             f.reopen().await.runs("simulation").await.unwrap(),
             [run("b", 60.0)]
+        );
+    }
+    f
+}
+
+async fn request_records_are_replaced_and_keep_their_place(
+    store: Arc<dyn OrderStore>,
+    f: Fixture,
+) -> Fixture {
+    let record = |id: &str, notes: u32| RequestRecord {
+        order_req_id: id.parse().unwrap(),
+        record: serde_json::json!({ "order_req_id": id, "notes": notes, "at": "2025-01-12T20:31:00.000000Z" }),
+    };
+    let save = |side: &'static str, r: RequestRecord| {
+        let store = Arc::clone(&store);
+        async move {
+            store
+                .save_request_record(side, &r.order_req_id, &r.record)
+                .await
+                .unwrap()
+        }
+    };
+    assert!(store.request_records("requestor").await.unwrap().is_empty());
+    save("requestor", record("zeta", 0)).await;
+    save("requestor", record("alpha", 0)).await;
+    save("processor", record("alpha", 7)).await;
+    // A new version replaces the old one and keeps its listing place.
+    save("requestor", record("zeta", 2)).await;
+    let expected = [record("zeta", 2), record("alpha", 0)];
+    assert_eq!(store.request_records("requestor").await.unwrap(), expected);
+    assert_eq!(
+        store.request_records("processor").await.unwrap(),
+        [record("alpha", 7)]
+    );
+    assert!(store.request_records("other").await.unwrap().is_empty());
+    if store.backend() != "memory" {
+        let reopened = f.reopen().await;
+        assert_eq!(
+            reopened.request_records("requestor").await.unwrap(),
+            expected
+        );
+        assert_eq!(
+            reopened.request_records("processor").await.unwrap(),
+            [record("alpha", 7)]
         );
     }
     f

@@ -7,7 +7,8 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use super::{
-    BackgroundRun, Commit, CommitOutcome, IdempotencyRecord, OrderStore, Poisoned, StoreError,
+    BackgroundRun, Commit, CommitOutcome, IdempotencyRecord, OrderStore, Poisoned, RequestRecord,
+    StoreError,
 };
 use crate::domain::{Event, Order, OrderId, OrderStatus, Timestamp, Version};
 
@@ -28,6 +29,11 @@ struct State {
     keys: HashMap<(String, String), IdempotencyRecord>,
     /// Background runs by (kind, order).
     runs: HashMap<(String, OrderId), BackgroundRun>,
+    /// Order-request records by (side, request): the listing place of the
+    /// first save, and the record.
+    request_records: HashMap<(String, OrderId), (u64, serde_json::Value)>,
+    /// The listing place the next new request record gets.
+    next_record_seq: u64,
 }
 
 impl MemoryStore {
@@ -164,6 +170,46 @@ impl OrderStore for MemoryStore {
             .collect();
         runs.sort_by(|a, b| a.order_id.cmp(&b.order_id));
         Ok(runs)
+    }
+
+    async fn save_request_record(
+        &self,
+        side: &str,
+        order_req_id: &OrderId,
+        record: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        let mut state = self.state();
+        let state = &mut *state;
+        let seq = &mut state.next_record_seq;
+        state
+            .request_records
+            .entry((side.to_owned(), order_req_id.clone()))
+            .and_modify(|(_, stored)| *stored = record.clone())
+            .or_insert_with(|| {
+                *seq += 1;
+                (*seq, record.clone())
+            });
+        Ok(())
+    }
+
+    async fn request_records(&self, side: &str) -> Result<Vec<RequestRecord>, StoreError> {
+        let state = self.state();
+        let mut records: Vec<(u64, RequestRecord)> = state
+            .request_records
+            .iter()
+            .filter(|((stored_side, _), _)| stored_side == side)
+            .map(|((_, id), (seq, record))| {
+                (
+                    *seq,
+                    RequestRecord {
+                        order_req_id: id.clone(),
+                        record: record.clone(),
+                    },
+                )
+            })
+            .collect();
+        records.sort_by_key(|(seq, _)| *seq);
+        Ok(records.into_iter().map(|(_, record)| record).collect())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -9,6 +9,12 @@
 //! - [`PostgresStore`], for production and several instances.
 //! - [`MemoryStore`], for tests and benchmarks; it keeps nothing.
 //!
+//! Beside orders it keeps what background work must find again after a
+//! restart: [`BackgroundRun`]s (simulations and order-request processing
+//! streams that were running) and [`RequestRecord`]s (the order-request
+//! requestor's and processor's own records). Those are written by the
+//! background workers through the service, never by HTTP handlers.
+//!
 //! A [`Commit`] is one accepted change: the order's new snapshot, its event
 //! and optionally the idempotency record of the request. [`OrderStore::commit`]
 //! writes a whole batch of them in one transaction (group commit), checking
@@ -126,6 +132,15 @@ pub struct BackgroundRun {
     pub started_at: Timestamp,
 }
 
+/// One side's record of one order request (the requestor's or the
+/// processor's), kept as JSON: its shape belongs to `requests/`, not here.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestRecord {
+    pub order_req_id: OrderId,
+    /// The record as its side serialized it.
+    pub record: serde_json::Value,
+}
+
 /// What became of one [`Commit`] of a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CommitOutcome {
@@ -191,6 +206,19 @@ pub trait OrderStore: Send + Sync + 'static {
 
     /// The runs of `kind` recorded as running.
     async fn runs(&self, kind: &str) -> Result<Vec<BackgroundRun>, StoreError>;
+
+    /// Saves `side`'s record of the order request `order_req_id` (`side`:
+    /// the requestor's or the processor's), replacing the one saved before.
+    /// A request keeps the listing place of its first save.
+    async fn save_request_record(
+        &self,
+        side: &str,
+        order_req_id: &OrderId,
+        record: &serde_json::Value,
+    ) -> Result<(), StoreError>;
+
+    /// Every record of `side`, first saved first.
+    async fn request_records(&self, side: &str) -> Result<Vec<RequestRecord>, StoreError>;
 
     /// Checks that the backend answers, for readiness.
     async fn ping(&self) -> Result<(), StoreError>;

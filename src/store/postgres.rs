@@ -13,7 +13,7 @@ use sqlx::{PgPool, Postgres, Row, Transaction};
 
 use super::{
     counts_by_status, limit_to_db, parse_stored, version_from_db, version_to_db, BackgroundRun,
-    Commit, CommitOutcome, IdempotencyRecord, OrderStore, Poisoned, StoreError,
+    Commit, CommitOutcome, IdempotencyRecord, OrderStore, Poisoned, RequestRecord, StoreError,
 };
 use crate::domain::{Attribution, Event, Order, OrderId, OrderStatus, Timestamp, Version};
 
@@ -326,6 +326,41 @@ impl OrderStore for PostgresStore {
                     order_id: parse_stored("order id", &order_id)?,
                     params,
                     started_at: Timestamp::new(started_at),
+                })
+            })
+            .collect()
+    }
+
+    async fn save_request_record(
+        &self,
+        side: &str,
+        order_req_id: &OrderId,
+        record: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO order_request_records (side, order_req_id, record) VALUES ($1, $2, $3)
+             ON CONFLICT (side, order_req_id) DO UPDATE SET record = excluded.record",
+        )
+        .bind(side)
+        .bind(order_req_id.as_str())
+        .bind(Json(record))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn request_records(&self, side: &str) -> Result<Vec<RequestRecord>, StoreError> {
+        let rows: Vec<(String, Json<Value>)> = sqlx::query_as(
+            "SELECT order_req_id, record FROM order_request_records WHERE side = $1 ORDER BY seq",
+        )
+        .bind(side)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|(order_req_id, Json(record))| {
+                Ok(RequestRecord {
+                    order_req_id: parse_stored("order request id", &order_req_id)?,
+                    record,
                 })
             })
             .collect()

@@ -15,7 +15,7 @@ use sqlx::{Row, Sqlite, SqlitePool, Transaction};
 use super::{
     counts_by_status, limit_to_db, metadata_from_json, order_from_json, parse_stored,
     version_from_db, version_to_db, BackgroundRun, Commit, CommitOutcome, IdempotencyRecord,
-    OrderStore, Poisoned, StoreError,
+    OrderStore, Poisoned, RequestRecord, StoreError,
 };
 use crate::domain::{Attribution, Event, Order, OrderId, OrderStatus, Timestamp, Version};
 
@@ -312,6 +312,42 @@ impl OrderStore for SqliteStore {
                     params: serde_json::from_str(&params)
                         .map_err(|err| StoreError::Corrupt(format!("run params: {err}")))?,
                     started_at: parse_stored("run start", &started_at)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn save_request_record(
+        &self,
+        side: &str,
+        order_req_id: &OrderId,
+        record: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO order_request_records (side, order_req_id, record) VALUES (?, ?, ?)
+             ON CONFLICT (side, order_req_id) DO UPDATE SET record = excluded.record",
+        )
+        .bind(side)
+        .bind(order_req_id.as_str())
+        .bind(record.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn request_records(&self, side: &str) -> Result<Vec<RequestRecord>, StoreError> {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT order_req_id, record FROM order_request_records WHERE side = ? ORDER BY seq",
+        )
+        .bind(side)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|(order_req_id, record)| {
+                Ok(RequestRecord {
+                    order_req_id: parse_stored("order request id", &order_req_id)?,
+                    record: serde_json::from_str(&record)
+                        .map_err(|err| StoreError::Corrupt(format!("request record: {err}")))?,
                 })
             })
             .collect()

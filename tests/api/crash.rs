@@ -23,13 +23,13 @@ const ACKS_BEFORE_KILL: usize = 300;
 const LIFECYCLE: [&str; 4] = ["preparing", "ready", "picked_up", "delivered"];
 
 /// The server binary, started as a user would.
-struct Server {
+pub struct Server {
     child: Child,
-    addr: SocketAddr,
+    pub addr: SocketAddr,
 }
 
 impl Server {
-    async fn start(database_url: &str) -> Server {
+    pub async fn start(database_url: &str) -> Server {
         let port = {
             let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             probe.local_addr().unwrap().port()
@@ -59,7 +59,7 @@ impl Server {
     }
 
     /// SIGKILL: no shutdown, no flush, nothing.
-    async fn kill(mut self) {
+    pub async fn kill(mut self) {
         self.child.kill().await.expect("the server can be killed");
     }
 }

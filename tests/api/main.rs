@@ -9,6 +9,7 @@ mod helpers;
 mod history;
 mod idempotency;
 mod orders;
+mod request_restart;
 mod request_streams;
 mod requests;
 mod shutdown;

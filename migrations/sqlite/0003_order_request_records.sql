@@ -1,0 +1,16 @@
+-- The order-request requestor's and processor's own records (tracked
+-- requests with their follow-up notes; sellers, proposals and notes), one row
+-- per side and request, rewritten whole on every change. Loaded at start:
+-- they are diagnostics lists the API shows in full anyway.
+
+CREATE TABLE order_request_records (
+    -- Listing order: a request is listed where it was first saved. An
+    -- explicit INTEGER PRIMARY KEY, so VACUUM keeps it.
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+    -- `requestor` or `processor`.
+    side         TEXT NOT NULL,
+    order_req_id TEXT NOT NULL,
+    -- The side's record as JSON.
+    record       TEXT NOT NULL,
+    UNIQUE (side, order_req_id)
+);

@@ -1,0 +1,299 @@
+//! A write-through book of one side's order-request records (the requestor's
+//! or the processor's): reads come from memory, every change is stored
+//! before memory shows it.
+//!
+//! Each record is one JSON row in the store, rewritten whole on each change
+//! (they are small: a session, a few notes, three sellers). Changes to one
+//! request are serialized by that request's write lock, held across the
+//! store write, so two changes never overwrite each other in the store.
+//! Memory changes only after the store took the change: a failed write
+//! leaves both as they were and the caller answers with an error, so a
+//! success means stored.
+//!
+//! The whole book is loaded at start ([`RecordBook::load`]): the records are
+//! diagnostics lists that the API shows in full anyway, one row per request
+//! ever made, read with one query.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::sync::{Mutex, OwnedMutexGuard};
+
+use crate::domain::OrderId;
+use crate::orders::{OrderService, ServiceError};
+use crate::store::StoreError;
+
+/// One side's records, by request.
+pub(crate) struct RecordBook<T> {
+    /// The store's name for this side: `requestor` or `processor`.
+    side: &'static str,
+    /// Where records are stored (through the service, like every worker).
+    service: OrderService,
+    /// What reads see: each record with its listing place.
+    entries: DashMap<OrderId, (u64, T)>,
+    /// One write lock per request. Never removed: records are never
+    /// removed either, so this grows with them.
+    locks: DashMap<OrderId, Arc<Mutex<()>>>,
+    /// The listing place of the next new record.
+    next_seq: AtomicU64,
+}
+
+impl<T: Clone + Serialize + DeserializeOwned> RecordBook<T> {
+    /// Reads every stored record of `side`, in listing order.
+    pub(crate) async fn load(
+        side: &'static str,
+        service: OrderService,
+    ) -> Result<RecordBook<T>, ServiceError> {
+        let entries = DashMap::new();
+        let stored = service.request_records(side).await?;
+        let count = stored.len() as u64;
+        for (seq, stored) in (0..).zip(stored) {
+            let record = serde_json::from_value(stored.record).map_err(|err| {
+                StoreError::Corrupt(format!("{side} record of {}: {err}", stored.order_req_id))
+            })?;
+            entries.insert(stored.order_req_id, (seq, record));
+        }
+        Ok(RecordBook {
+            side,
+            service,
+            entries,
+            locks: DashMap::new(),
+            next_seq: AtomicU64::new(count),
+        })
+    }
+
+    /// The record of `id`, if any.
+    pub(crate) fn get(&self, id: &OrderId) -> Option<T> {
+        self.entries.get(id).map(|entry| entry.1.clone())
+    }
+
+    pub(crate) fn contains(&self, id: &OrderId) -> bool {
+        self.entries.contains_key(id)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Every record, first saved first.
+    pub(crate) fn list(&self) -> Vec<(OrderId, T)> {
+        let mut all: Vec<(u64, OrderId, T)> = self
+            .entries
+            .iter()
+            .map(|entry| (entry.0, entry.key().clone(), entry.1.clone()))
+            .collect();
+        all.sort_by_key(|(seq, _, _)| *seq);
+        all.into_iter()
+            .map(|(_, id, record)| (id, record))
+            .collect()
+    }
+
+    /// Takes `id`'s write lock: until the writer drops, no other change to
+    /// the record can start.
+    pub(crate) async fn write(&self, id: &OrderId) -> Writer<'_, T> {
+        let lock = Arc::clone(self.locks.entry(id.clone()).or_default().value());
+        Writer {
+            book: self,
+            id: id.clone(),
+            _lock: lock.lock_owned().await,
+        }
+    }
+
+    /// Changes the record in memory only, without its lock: for a drop guard
+    /// that cannot wait (a task that panicked). The store keeps the previous
+    /// version until the next change, or until the next start puts it right.
+    pub(crate) fn patch_in_memory(&self, id: &OrderId, change: impl FnOnce(&mut T)) {
+        if let Some(mut entry) = self.entries.get_mut(id) {
+            change(&mut entry.1);
+        }
+    }
+}
+
+/// Holds one request's write lock.
+pub(crate) struct Writer<'a, T> {
+    /// The book written to.
+    book: &'a RecordBook<T>,
+    /// The request.
+    id: OrderId,
+    /// Released on drop.
+    _lock: OwnedMutexGuard<()>,
+}
+
+impl<T: Clone + Serialize + DeserializeOwned> Writer<'_, T> {
+    /// The record as it stands, if any.
+    pub(crate) fn current(&self) -> Option<T> {
+        self.book.get(&self.id)
+    }
+
+    /// Stores `record` as the request's record, then shows it in memory.
+    /// On an error nothing changed.
+    pub(crate) async fn put(&self, record: T) -> Result<(), ServiceError> {
+        let json = serde_json::to_value(&record).map_err(|err| {
+            StoreError::Corrupt(format!("{} record of {}: {err}", self.book.side, self.id))
+        })?;
+        self.book
+            .service
+            .save_request_record(self.book.side, &self.id, &json)
+            .await?;
+        let book = self.book;
+        book.entries
+            .entry(self.id.clone())
+            .and_modify(|entry| entry.1 = record.clone())
+            .or_insert_with(|| (book.next_seq.fetch_add(1, Ordering::Relaxed), record));
+        Ok(())
+    }
+
+    /// Shows `record` in memory even though the store refused it, so memory
+    /// says what is true now (a round that no longer runs is not shown as
+    /// running); the caller logs the disagreement.
+    pub(crate) fn put_in_memory(&self, record: T) {
+        self.book
+            .patch_in_memory(&self.id, |stored| *stored = record);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::atomic::AtomicBool;
+
+    use async_trait::async_trait;
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+    use crate::domain::{Event, Order, OrderStatus, PollPolicy, Timestamp, Version};
+    use crate::orders::{Clock, TimeoutSettings};
+    use crate::store::{
+        BackgroundRun, Commit, CommitOutcome, IdempotencyRecord, MemoryStore, OrderStore,
+        RequestRecord,
+    };
+    use crate::tracking::{Hub, Limits};
+
+    /// A memory store whose record writes fail while `failing` is set, as a
+    /// full disk or a lost database connection would.
+    #[derive(Default)]
+    struct FlakyStore {
+        inner: MemoryStore,
+        failing: AtomicBool,
+    }
+
+    #[async_trait]
+    impl OrderStore for FlakyStore {
+        async fn commit(&self, batch: &[Commit]) -> Result<Vec<CommitOutcome>, StoreError> {
+            self.inner.commit(batch).await
+        }
+        async fn get(&self, id: &OrderId) -> Result<Option<Order>, StoreError> {
+            self.inner.get(id).await
+        }
+        async fn history(
+            &self,
+            id: &OrderId,
+            after: Version,
+            limit: usize,
+        ) -> Result<Vec<Event>, StoreError> {
+            self.inner.history(id, after, limit).await
+        }
+        async fn count_by_status(&self) -> Result<BTreeMap<OrderStatus, u64>, StoreError> {
+            self.inner.count_by_status().await
+        }
+        async fn idempotency(
+            &self,
+            scope: &str,
+            key: &str,
+            since: Timestamp,
+        ) -> Result<Option<IdempotencyRecord>, StoreError> {
+            self.inner.idempotency(scope, key, since).await
+        }
+        async fn purge_idempotency(&self, before: Timestamp) -> Result<u64, StoreError> {
+            self.inner.purge_idempotency(before).await
+        }
+        async fn save_run(&self, run: &BackgroundRun) -> Result<(), StoreError> {
+            self.inner.save_run(run).await
+        }
+        async fn end_run(&self, kind: &str, id: &OrderId) -> Result<(), StoreError> {
+            self.inner.end_run(kind, id).await
+        }
+        async fn runs(&self, kind: &str) -> Result<Vec<BackgroundRun>, StoreError> {
+            self.inner.runs(kind).await
+        }
+        async fn save_request_record(
+            &self,
+            side: &str,
+            id: &OrderId,
+            record: &serde_json::Value,
+        ) -> Result<(), StoreError> {
+            if self.failing.load(Ordering::SeqCst) {
+                return Err(StoreError::Backend("disk full".into()));
+            }
+            self.inner.save_request_record(side, id, record).await
+        }
+        async fn request_records(&self, side: &str) -> Result<Vec<RequestRecord>, StoreError> {
+            self.inner.request_records(side).await
+        }
+        async fn ping(&self) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn backend(&self) -> &'static str {
+            "flaky"
+        }
+    }
+
+    fn service(store: Arc<FlakyStore>) -> OrderService {
+        OrderService::new(
+            store,
+            Hub::new(Limits::default(), CancellationToken::new()),
+            PollPolicy::default(),
+            TimeoutSettings::default(),
+            Clock::tokio(),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_refused_write_changes_nothing_and_a_reload_sees_what_was_stored() {
+        let store = Arc::new(FlakyStore::default());
+        let book: RecordBook<Vec<String>> = RecordBook::load("test", service(Arc::clone(&store)))
+            .await
+            .unwrap();
+        let (a, b): (OrderId, OrderId) = ("A".parse().unwrap(), "B".parse().unwrap());
+        book.write(&b).await.put(vec!["b1".into()]).await.unwrap();
+        book.write(&a).await.put(vec!["a1".into()]).await.unwrap();
+
+        store.failing.store(true, Ordering::SeqCst);
+        let refused = book
+            .write(&a)
+            .await
+            .put(vec!["a1".into(), "a2".into()])
+            .await;
+        assert!(refused.is_err());
+        assert!(book
+            .write(&"C".parse().unwrap())
+            .await
+            .put(vec![])
+            .await
+            .is_err());
+        // Memory still says what the store holds.
+        assert_eq!(book.get(&a), Some(vec!["a1".to_owned()]));
+        assert_eq!(book.len(), 2);
+
+        store.failing.store(false, Ordering::SeqCst);
+        book.write(&a)
+            .await
+            .put(vec!["a1".into(), "a3".into()])
+            .await
+            .unwrap();
+        let reloaded: RecordBook<Vec<String>> =
+            RecordBook::load("test", service(store)).await.unwrap();
+        assert_eq!(reloaded.list(), book.list());
+        assert_eq!(
+            reloaded.list(),
+            [
+                (b.clone(), vec!["b1".to_owned()]),
+                (a.clone(), vec!["a1".to_owned(), "a3".to_owned()])
+            ],
+            "first saved first"
+        );
+    }
+}

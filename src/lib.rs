@@ -5,18 +5,22 @@
 //! One write path, one notification path:
 //!
 //! ```text
-//! PUT /status ──┐
-//! simulator ────┼─► OrderService::apply ─► domain rules ─► store ─► hub.publish(snapshot)
-//! requestor ────┘                                                     │ (per-order watch channel)
-//! (processor's progress)                                              ▼
-//!                               GET /track (parked long polls), GET /orders/{id}, stats
+//! PUT /status ──┐            ┌ writer task (one per process) ───────────────────────┐
+//! POST /orders ─┤  Command   │ domain rules ─► store: snapshot + event (+ key),      │
+//! simulator ────┼──────────► │ many commands per transaction (group commit) ─►       │
+//! requestor ────┘  (who, If- │ hub.publish(committed snapshot) ─► reply              │
+//!                  Match, key)└──────────────────────────────────┬────────────────────┘
+//!                                                                ▼ per-order watch channel
+//!              GET /track (parked long polls), GET /orders/{id}, history, stats
 //! ```
 //!
 //! - [`domain`]: plain types and rules: statuses and transitions, orders,
 //!   snapshots, cursors, the poll-interval policy, the seed's timeline.
-//! - [`tracking`]: the hub: per-order `watch` channels, the long-poll wait,
-//!   connection caps as RAII slots, live counters.
-//! - [`orders`]: the service, the one write path.
+//! - [`tracking`]: the hub, a bounded cache of watched orders: per-order
+//!   `watch` channels, the long-poll wait, connection caps as RAII slots,
+//!   idle eviction, live counters.
+//! - [`orders`]: the service and its writer task, the one write path;
+//!   idempotency keys and `If-Match`.
 //! - [`store`]: the `OrderStore` trait and its SQLite, PostgreSQL and
 //!   in-memory implementations: orders and their events, idempotency keys,
 //!   running background work, the order-request records.

@@ -3,7 +3,7 @@
 //! Every change, whoever asks for it (HTTP, the simulator, the order-request
 //! requestor relaying its processor's progress), is a [`Command`] executed
 //! by [`OrderService::execute`]. The command goes to the process's one
-//! [`writer`] task, which decides it with the domain rules, commits the new
+//! `writer` task, which decides it with the domain rules, commits the new
 //! snapshot and its event (and the request's idempotency record) in one
 //! transaction, publishes the committed snapshot to the hub, and replies. A
 //! change the caller sees succeed is therefore durable and visible to every

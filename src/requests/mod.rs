@@ -22,7 +22,7 @@
 //! - [`model`]: the requestor's strictly parsed input and the message types
 //!   both sides share.
 //!
-//! - [`records`]: the write-through book both sides keep their records in:
+//! - `records`: the write-through book both sides keep their records in:
 //!   read from memory, every change stored first.
 //!
 //! Unlike the seeds' in-memory tracking, both sides' records are durable and

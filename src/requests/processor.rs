@@ -12,7 +12,7 @@
 //! is sent, when the requestor drops the stream, or on shutdown; a record
 //! still `processing` then is marked abandoned.
 //!
-//! The records are durable ([`super::records`]): every change is stored
+//! The records are durable (`records`): every change is stored
 //! before it is shown or sent on the stream, so what the diagnostics show,
 //! and what the requestor is told, survives a restart or `kill -9`. A record
 //! left `processing` by a process that died is marked abandoned at the next

@@ -6,13 +6,13 @@
 //! Duplicate streams are prevented by an atomic check-and-set on the map of
 //! active streams (`DashMap::entry`): of any number of simultaneous initiates
 //! of one id, exactly one finds the slot vacant and starts a stream. The slot
-//! is held by a [`StreamSlot`] guard owned by the task that consumes the
+//! is held by a `StreamSlot` guard owned by the task that consumes the
 //! stream, and freed when that guard drops, however the stream ends:
 //! outcome, processor error, `/stop`, the order being cancelled, shutdown,
 //! even a panic.
 //!
 //! The tracked requests and their notes are durable
-//! ([`super::records`]): each change is stored before it is answered. A
+//! (`records`): each change is stored before it is answered. A
 //! running stream is recorded in the store as a background run until it
 //! ends; shutdown, a crash or `kill -9` leave the record, and the next start
 //! resumes the stream ([`Requestor::resume`]) with a new seller-search round

@@ -3,7 +3,7 @@
 //!
 //! Only the order service's writer commits (one write path); readers may
 //! query (an order, its history, counts). Three implementations keep one
-//! contract, checked by one test suite ([`contract`]):
+//! contract, checked by one test suite (`store::contract`, run by `cargo test`):
 //!
 //! - [`SqliteStore`], the embedded default: one file, WAL, `synchronous=FULL`.
 //! - [`PostgresStore`], for production and several instances.

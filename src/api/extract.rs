@@ -111,6 +111,71 @@ where
     }
 }
 
+/// A JSON body with its `Idempotency-Key`, for a state-changing endpoint
+/// whose effect is not one order change: the key is scoped to the method
+/// and path, and its fingerprint covers the query string and the body.
+pub struct KeyedJson<T> {
+    pub body: T,
+    pub idempotency: Option<IdempotencyKey>,
+}
+
+impl<S, T> FromRequest<S> for KeyedJson<T>
+where
+    S: Send + Sync,
+    T: serde::de::DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let method = request.method().as_str().to_owned();
+        let path = request.uri().path().to_owned();
+        let query = query_pairs(request.uri().query());
+        let key = idempotency_key(request.headers())?;
+        let AppJson(value) = AppJson::<serde_json::Value>::from_request(request, state).await?;
+        let body = T::deserialize(&value).map_err(|err| {
+            ApiError::InvalidBody(format!(
+                "Failed to deserialize the JSON body into the target type: {err}"
+            ))
+        })?;
+        Ok(KeyedJson {
+            body,
+            idempotency: key
+                .map(|key| IdempotencyKey::with_query(&method, &path, query, key, &value)),
+        })
+    }
+}
+
+/// The `Idempotency-Key` of a state-changing request without a body: scoped
+/// to the method and path, its fingerprint covers the query string.
+pub struct Idempotency(pub Option<IdempotencyKey>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Idempotency {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Idempotency(idempotency_key(&parts.headers)?.map(|key| {
+            IdempotencyKey::with_query(
+                parts.method.as_str(),
+                parts.uri.path(),
+                query_pairs(parts.uri.query()),
+                key,
+                &serde_json::Value::Null,
+            )
+        })))
+    }
+}
+
+/// The query string's decoded name/value pairs.
+fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
+    query
+        .map(|query| {
+            form_urlencoded::parse(query.as_bytes())
+                .into_owned()
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Reads `Idempotency-Key`: 1 to [`MAX_IDEMPOTENCY_KEY_LEN`] visible ASCII
 /// characters (a UUID is typical).
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {

@@ -25,6 +25,7 @@ pub mod docs;
 pub mod error;
 mod examples;
 mod extract;
+mod idempotent;
 mod orders;
 mod processor;
 mod requests;

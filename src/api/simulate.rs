@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ErrorBody, Result};
-use super::extract::{AppQuery, OrderPath};
+use super::extract::{AppQuery, Idempotency, OrderPath};
+use super::idempotent;
 use super::AppState;
 use crate::domain::{OrderId, TimeScale};
 use crate::sim::Plan;
@@ -58,59 +59,89 @@ pub struct SimulationCancelled {
 /// (10 min) → delivered. Each step goes through the same path as a status
 /// PUT, so parked polls wake. `speed=N` runs it N times faster. One
 /// simulation per order at a time; steps someone else already took are skipped.
+///
+/// With an `Idempotency-Key`, a retry within 24 hours replays the first
+/// answer (`Idempotent-Replayed: true`) instead of a 409; the same key with
+/// another query is 422.
 #[utoipa::path(
     post,
     path = "/api/v1/orders/{id}/simulate-workflow",
     tag = "simulation",
-    params(("id" = OrderId, Path, description = "Order id", example = "101"), SimulateParams),
+    params(("id" = OrderId, Path, description = "Order id", example = "101"), SimulateParams,
+        ("Idempotency-Key" = Option<String>, Header, description = "A unique key per logical request (a UUID): a retry with the same key and request within 24 hours replays the first successful answer instead of repeating it", example = "5d1f4c1e-8a0b-4d7a-9c2e-3f6b7a8c9d01")),
     responses(
-        (status = 202, description = "Started; the body is the timeline it will follow.", body = SimulationStarted),
-        (status = 400, description = "`speed` is not a number from 0.01 to 100000, or an unknown parameter was sent. Nothing is started.", body = ErrorBody,
+        (status = 202, description = "Started; the body is the timeline it will follow (or, for a repeated `Idempotency-Key`, the first answer replayed).", body = SimulationStarted,
+            headers(("Idempotent-Replayed" = String, description = "`true` when this answer replays an earlier request with the same `Idempotency-Key`"))),
+        (status = 400, description = "`speed` is not a number from 0.01 to 100000, an unknown parameter was sent, or the `Idempotency-Key` is malformed. Nothing is started.", body = ErrorBody,
             example = json!({"success": false, "error": "invalid_parameter", "message": "speed must be a number from 0.01 to 100000 (times real time), got '1e-300'"})),
         (status = 404, description = "No such order.", body = ErrorBody,
             example = json!({"success": false, "error": "order_not_found", "message": "order 999 not found"})),
-        (status = 409, description = "A simulation is already running for this order, the order is final, or it is still `requested` (`order_not_confirmed`: its timeline starts when a seller's proposal is accepted).", body = ErrorBody,
+        (status = 409, description = "A simulation is already running for this order, the order is final, or it is still `requested` (`order_not_confirmed`: its timeline starts when a seller's proposal is accepted); or a request with the same `Idempotency-Key` is still in progress (`idempotency_key_in_flight`).", body = ErrorBody,
             example = json!({"success": false, "error": "simulation_running", "message": "a workflow simulation is already running for order 101"})),
+        (status = 422, description = "The `Idempotency-Key` was already used for a different request (another body or query) to this endpoint.", body = ErrorBody,
+            example = json!({"success": false, "error": "idempotency_key_reused", "message": "Idempotency-Key 'a1b2' was already used for a different request to this endpoint; use a new key for a new request"})),
     )
 )]
 pub async fn start_simulation(
     State(state): State<AppState>,
     OrderPath(id): OrderPath,
     AppQuery(params): AppQuery<SimulateParams>,
+    Idempotency(key): Idempotency,
 ) -> Result<Response> {
     let speed = match params.speed.as_deref() {
         None => TimeScale::REAL_TIME,
         Some(text) => TimeScale::parse(text)?,
     };
-    let plan = state.simulator.start(&id, speed).await?;
-    let body = SimulationStarted {
-        success: true,
-        message: "Workflow simulation started",
-        data: plan,
-    };
-    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+    let simulator = state.simulator.clone();
+    idempotent::once(&state.service, key, |_| async move {
+        let plan = simulator.start(&id, speed).await?;
+        let body = SimulationStarted {
+            success: true,
+            message: "Workflow simulation started",
+            data: plan,
+        };
+        Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+    })
+    .await
 }
 
 /// Cancel a running simulation. The order stays in its current status.
+///
+/// With an `Idempotency-Key`, a retry within 24 hours replays the first
+/// answer (`Idempotent-Replayed: true`) instead of a 404.
 #[utoipa::path(
     delete,
     path = "/api/v1/orders/{id}/simulate-workflow",
     tag = "simulation",
-    params(("id" = OrderId, Path, description = "Order id", example = "101")),
+    params(("id" = OrderId, Path, description = "Order id", example = "101"),
+        ("Idempotency-Key" = Option<String>, Header, description = "A unique key per logical request (a UUID): a retry with the same key and request within 24 hours replays the first successful answer instead of repeating it", example = "5d1f4c1e-8a0b-4d7a-9c2e-3f6b7a8c9d01")),
     responses(
-        (status = 200, description = "Cancelled.", body = SimulationCancelled),
+        (status = 200, description = "Cancelled (or, for a repeated `Idempotency-Key`, the first answer replayed).", body = SimulationCancelled,
+            headers(("Idempotent-Replayed" = String, description = "`true` when this answer replays an earlier request with the same `Idempotency-Key`"))),
+        (status = 400, description = "The id is not a valid order id, or the `Idempotency-Key` is malformed.", body = ErrorBody,
+            example = json!({"success": false, "error": "invalid_parameter", "message": "Idempotency-Key must be 1 to 255 visible ASCII characters, such as a UUID"})),
         (status = 404, description = "No simulation is running for this order.", body = ErrorBody,
             example = json!({"success": false, "error": "simulation_not_running", "message": "no workflow simulation is running for order 101"})),
+        (status = 409, description = "A request with the same `Idempotency-Key` is still in progress.", body = ErrorBody,
+            example = json!({"success": false, "error": "idempotency_key_in_flight", "message": "a request with Idempotency-Key 'a1b2' is still in progress; retry once it has finished"})),
+        (status = 422, description = "The `Idempotency-Key` was already used for a different request (another body or query) to this endpoint.", body = ErrorBody,
+            example = json!({"success": false, "error": "idempotency_key_reused", "message": "Idempotency-Key 'a1b2' was already used for a different request to this endpoint; use a new key for a new request"})),
     )
 )]
 pub async fn cancel_simulation(
     State(state): State<AppState>,
     OrderPath(id): OrderPath,
-) -> Result<Json<SimulationCancelled>> {
-    state.simulator.cancel(&id)?;
-    Ok(Json(SimulationCancelled {
-        success: true,
-        message: "Workflow simulation cancelled",
-        order_id: id,
-    }))
+    Idempotency(key): Idempotency,
+) -> Result<Response> {
+    let simulator = state.simulator.clone();
+    idempotent::once(&state.service, key, |_| async move {
+        simulator.cancel(&id)?;
+        Ok(Json(SimulationCancelled {
+            success: true,
+            message: "Workflow simulation cancelled",
+            order_id: id,
+        })
+        .into_response())
+    })
+    .await
 }

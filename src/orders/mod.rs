@@ -17,7 +17,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use dashmap::DashMap;
-use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::WatchStream;
 
@@ -26,14 +25,18 @@ use crate::domain::{
     Attribution, ChangeError, Cursor, Event, NewOrder, Order, OrderChange, OrderId, OrderSnapshot,
     OrderStatus, PollPolicy, PollTimeout, ValidationError, Version,
 };
-use crate::store::{BackgroundRun, OrderStore, RequestRecord, StoreError};
+use crate::store::{
+    BackgroundRun, IdempotencyRecord, OrderStore, RequestRecord, StoreError, StoredAnswer,
+};
 use crate::tracking::{Hub, PollError, PollOutcome};
 
 mod clock;
+mod keys;
 mod samples;
 mod writer;
 
 pub use clock::Clock;
+pub use keys::{Answer, IdempotencyKey, KeyClaim, Keyed};
 pub use writer::MAX_BATCH;
 
 use writer::{Job, Reply, Writer};
@@ -96,39 +99,6 @@ pub enum Target {
     Create(NewOrder),
     /// Change an existing order.
     Change { id: OrderId, change: OrderChange },
-}
-
-/// A request's `Idempotency-Key`, with what it is scoped to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IdempotencyKey {
-    /// The method and path (and later the caller): keys are unique within it.
-    pub scope: String,
-    /// The client's key.
-    pub key: String,
-    /// Digest of the request, to tell a retry from a different request.
-    pub fingerprint: String,
-}
-
-impl IdempotencyKey {
-    /// A key for a request to `method path` whose body is `body` (already
-    /// parsed, so formatting differences do not count as a different body).
-    pub fn new(method: &str, path: &str, key: String, body: &serde_json::Value) -> IdempotencyKey {
-        let scope = format!("{method} {path}");
-        let mut digest = Sha256::new();
-        digest.update(scope.as_bytes());
-        digest.update([0]);
-        digest.update(body.to_string().as_bytes());
-        let fingerprint = digest
-            .finalize()
-            .iter()
-            .map(|byte| format!("{byte:02x}"))
-            .collect();
-        IdempotencyKey {
-            scope,
-            key,
-            fingerprint,
-        }
-    }
 }
 
 /// One change someone asks for, with who asks and on what conditions.
@@ -393,19 +363,16 @@ impl OrderService {
     /// The stored answer for `key`, if any: replayed when the request is
     /// the same, refused when it is not.
     async fn replay(&self, key: &IdempotencyKey) -> Result<Option<Applied>> {
-        let since = writer::key_cutoff(self.inner.clock.now());
-        let Some(record) = self
-            .inner
-            .store
-            .idempotency(&key.scope, &key.key, since)
-            .await?
-        else {
+        let Some(record) = self.stored(key).await? else {
             return Ok(None);
         };
-        if record.fingerprint != key.fingerprint {
-            return Err(ServiceError::KeyReused(key.key.clone()));
-        }
-        let order: Order = serde_json::from_str(&record.response).map_err(|err| {
+        let StoredAnswer::Order { json, .. } = record else {
+            return Err(ServiceError::Store(StoreError::Corrupt(format!(
+                "the answer stored for '{}' is not an order",
+                key.scope
+            ))));
+        };
+        let order: Order = serde_json::from_str(&json).map_err(|err| {
             ServiceError::Store(StoreError::Corrupt(format!("stored answer: {err}")))
         })?;
         Ok(Some(Applied {
@@ -556,18 +523,26 @@ impl OrderService {
     }
 
     /// Saves one side's record of an order request (the requestor's or the
-    /// processor's), replacing the one saved before.
+    /// processor's), replacing the one saved before; with `idempotency`, in
+    /// one write with the record of the request that made the change.
+    /// [`ServiceError::KeyInFlight`] if that key was stored meanwhile (by
+    /// another instance): then nothing was written.
     pub async fn save_request_record(
         &self,
         side: &str,
         order_req_id: &OrderId,
         record: &serde_json::Value,
+        idempotency: Option<&IdempotencyRecord>,
     ) -> Result<()> {
-        Ok(self
+        let saved = self
             .inner
             .store
-            .save_request_record(side, order_req_id, record)
-            .await?)
+            .save_request_record(side, order_req_id, record, idempotency)
+            .await?;
+        match idempotency {
+            Some(key) if !saved => Err(ServiceError::KeyInFlight(key.key.clone())),
+            _ => Ok(()),
+        }
     }
 
     /// Every record of `side`, first saved first.
@@ -663,6 +638,9 @@ mod tests {
         ) -> Result<Option<IdempotencyRecord>, StoreError> {
             self.inner.idempotency(scope, key, since).await
         }
+        async fn save_idempotency(&self, record: &IdempotencyRecord) -> Result<bool, StoreError> {
+            self.inner.save_idempotency(record).await
+        }
         async fn purge_idempotency(
             &self,
             before: crate::domain::Timestamp,
@@ -683,8 +661,11 @@ mod tests {
             side: &str,
             id: &OrderId,
             record: &serde_json::Value,
-        ) -> Result<(), StoreError> {
-            self.inner.save_request_record(side, id, record).await
+            idempotency: Option<&IdempotencyRecord>,
+        ) -> Result<bool, StoreError> {
+            self.inner
+                .save_request_record(side, id, record, idempotency)
+                .await
         }
         async fn request_records(&self, side: &str) -> Result<Vec<RequestRecord>, StoreError> {
             self.inner.request_records(side).await

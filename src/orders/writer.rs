@@ -15,7 +15,9 @@ use tokio::sync::{mpsc, oneshot};
 use super::{Applied, Command, Target};
 use crate::domain::{Event, EventKind, Order, OrderId, OrderSnapshot, Timestamp};
 use crate::orders::{new_order_id, Clock, ServiceError};
-use crate::store::{Commit, CommitOutcome, IdempotencyRecord, OrderStore, StoreError};
+use crate::store::{
+    Commit, CommitOutcome, IdempotencyRecord, OrderStore, StoreError, StoredAnswer,
+};
 use crate::tracking::Hub;
 
 /// Most jobs committed in one transaction.
@@ -220,9 +222,11 @@ impl Writer {
             scope: key.scope.clone(),
             key: key.key.clone(),
             fingerprint: key.fingerprint.clone(),
-            order_id: order.id.clone(),
-            version: order.version,
-            response: snapshot.json().get().to_owned(),
+            answer: StoredAnswer::Order {
+                order_id: order.id.clone(),
+                version: order.version,
+                json: snapshot.json().get().to_owned(),
+            },
             created_at: now,
         });
         Ok(Decision::Commit(Box::new(Commit {

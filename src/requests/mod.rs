@@ -39,5 +39,5 @@ pub mod sellers;
 pub mod transport;
 
 pub use processor::Processor;
-pub use requestor::{Initiated, ProcessingOptions, RequestError, Requestor};
+pub use requestor::{FollowUpKey, Initiated, ProcessingOptions, RequestError, Requestor};
 pub use transport::{InProcessLink, ProcessorLink};

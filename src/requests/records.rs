@@ -24,7 +24,7 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::domain::OrderId;
 use crate::orders::{OrderService, ServiceError};
-use crate::store::StoreError;
+use crate::store::{IdempotencyRecord, StoreError};
 
 /// One side's records, by request.
 pub(crate) struct RecordBook<T> {
@@ -131,12 +131,23 @@ impl<T: Clone + Serialize + DeserializeOwned> Writer<'_, T> {
     /// Stores `record` as the request's record, then shows it in memory.
     /// On an error nothing changed.
     pub(crate) async fn put(&self, record: T) -> Result<(), ServiceError> {
+        self.put_answered(record, None).await
+    }
+
+    /// [`Writer::put`], storing in the same write the idempotency record
+    /// of the request that made the change, if any. If its key was stored
+    /// meanwhile, nothing changed ([`ServiceError::KeyInFlight`]).
+    pub(crate) async fn put_answered(
+        &self,
+        record: T,
+        idempotency: Option<&IdempotencyRecord>,
+    ) -> Result<(), ServiceError> {
         let json = serde_json::to_value(&record).map_err(|err| {
             StoreError::Corrupt(format!("{} record of {}: {err}", self.book.side, self.id))
         })?;
         self.book
             .service
-            .save_request_record(self.book.side, &self.id, &json)
+            .save_request_record(self.book.side, &self.id, &json, idempotency)
             .await?;
         let book = self.book;
         book.entries
@@ -207,6 +218,9 @@ mod tests {
         ) -> Result<Option<IdempotencyRecord>, StoreError> {
             self.inner.idempotency(scope, key, since).await
         }
+        async fn save_idempotency(&self, record: &IdempotencyRecord) -> Result<bool, StoreError> {
+            self.inner.save_idempotency(record).await
+        }
         async fn purge_idempotency(&self, before: Timestamp) -> Result<u64, StoreError> {
             self.inner.purge_idempotency(before).await
         }
@@ -224,11 +238,14 @@ mod tests {
             side: &str,
             id: &OrderId,
             record: &serde_json::Value,
-        ) -> Result<(), StoreError> {
+            idempotency: Option<&IdempotencyRecord>,
+        ) -> Result<bool, StoreError> {
             if self.failing.load(Ordering::SeqCst) {
                 return Err(StoreError::Backend("disk full".into()));
             }
-            self.inner.save_request_record(side, id, record).await
+            self.inner
+                .save_request_record(side, id, record, idempotency)
+                .await
         }
         async fn request_records(&self, side: &str) -> Result<Vec<RequestRecord>, StoreError> {
             self.inner.request_records(side).await

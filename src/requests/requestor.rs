@@ -48,7 +48,7 @@ use crate::domain::{
     Attribution, ChangeError, OrderChange, OrderId, OrderSnapshot, OrderStatus, TimeScale,
     Timestamp, ValidationError,
 };
-use crate::orders::{OrderService, ServiceError};
+use crate::orders::{Answer, KeyClaim, OrderService, ServiceError};
 use crate::store::BackgroundRun;
 
 /// `updated_by` of the changes the order-request processor's progress makes.
@@ -95,6 +95,15 @@ impl RequestError {
             problems: err.problems,
         }
     }
+}
+
+/// A follow-up's idempotency key, and its answer once its note exists:
+/// stored in the same write as the note ([`Requestor::follow_up`]).
+pub struct FollowUpKey {
+    /// The key, claimed by the request.
+    pub claim: KeyClaim,
+    /// The answer the request gives for the note.
+    pub answer: Box<dyn FnOnce(&NotesDictObj) -> Answer + Send>,
 }
 
 /// How one initiate went.
@@ -689,8 +698,16 @@ impl Requestor {
     /// own write fails, the answer is an error and the processor keeps a
     /// note the requestor lacks; the retry gets the same id, which replaces
     /// that note in the processor's record.
+    ///
+    /// With `key` (the request's `Idempotency-Key`), the answer is stored
+    /// in the same write as the notes, so a note is never stored without
+    /// the answer that replays it, nor the answer without the note.
     #[tracing::instrument(skip_all, fields(order_req_id = %draft.order_req_id))]
-    pub async fn follow_up(&self, draft: FollowUpDraft) -> Result<NotesDictObj, RequestError> {
+    pub async fn follow_up(
+        &self,
+        draft: FollowUpDraft,
+        key: Option<FollowUpKey>,
+    ) -> Result<NotesDictObj, RequestError> {
         let id = draft.order_req_id.clone();
         let writer = self.inner.requests.write(&id).await;
         let mut tracked = writer
@@ -708,7 +725,8 @@ impl Requestor {
             .send_follow_up(note.to_follow_up(&id))
             .await?;
         tracked.notes_dict_arr.push(note.clone());
-        writer.put(tracked).await?;
+        let answer = key.map(|key| key.claim.record((key.answer)(&note)));
+        writer.put_answered(tracked, answer.as_ref()).await?;
         drop(writer);
         tracing::info!(
             order_req_id = %id,

@@ -133,6 +133,7 @@ contract!(
     everything_survives_reopening,
     background_runs_are_recorded_until_they_end,
     request_records_are_replaced_and_keep_their_place,
+    whole_answers_are_stored_alone_or_with_a_request_record,
 );
 
 fn t(s: &str) -> Timestamp {
@@ -182,9 +183,11 @@ fn keyed(mut commit: Commit, key: &str, created_at: Timestamp) -> Commit {
         scope: format!("PUT /api/v1/orders/{}/status", order.id),
         key: key.into(),
         fingerprint: "f1".into(),
-        order_id: order.id.clone(),
-        version: order.version,
-        response: commit.snapshot.json().get().to_owned(),
+        answer: StoredAnswer::Order {
+            order_id: order.id.clone(),
+            version: order.version,
+            json: commit.snapshot.json().get().to_owned(),
+        },
         created_at,
     });
     commit
@@ -411,13 +414,14 @@ async fn idempotency_keys_are_stored_with_their_change(
         store.commit(&[reuse]).await.unwrap(),
         [CommitOutcome::Committed]
     );
-    assert_eq!(
-        store
-            .idempotency(&record.scope, "key-1", since_tomorrow)
-            .await
-            .unwrap()
-            .map(|r| r.order_id),
-        Some(b1.id.clone())
+    let stored = store
+        .idempotency(&record.scope, "key-1", since_tomorrow)
+        .await
+        .unwrap()
+        .map(|r| r.answer);
+    assert!(
+        matches!(&stored, Some(StoredAnswer::Order { order_id, version: Version(2), .. }) if *order_id == b1.id),
+        "{stored:?}"
     );
     // Purging removes what is older than the cut, and only that.
     assert_eq!(store.purge_idempotency(since_tomorrow).await.unwrap(), 1);
@@ -546,7 +550,7 @@ async fn request_records_are_replaced_and_keep_their_place(
         let store = Arc::clone(&store);
         async move {
             store
-                .save_request_record(side, &r.order_req_id, &r.record)
+                .save_request_record(side, &r.order_req_id, &r.record, None)
                 .await
                 .unwrap()
         }
@@ -588,4 +592,104 @@ fn test_database_urls_keep_their_options() {
         with_database("postgres://127.0.0.1?sslmode=disable", "x"),
         "postgres://127.0.0.1/x?sslmode=disable"
     );
+}
+
+/// A whole answer (status code and body bytes) kept for `key`.
+fn answered(key: &str, status: u16, body: &[u8], created_at: Timestamp) -> IdempotencyRecord {
+    IdempotencyRecord {
+        scope: "POST /api/v1/orders/followup".into(),
+        key: key.into(),
+        fingerprint: "f1".into(),
+        answer: StoredAnswer::Response {
+            status,
+            body: body.to_vec(),
+        },
+        created_at,
+    }
+}
+
+async fn whole_answers_are_stored_alone_or_with_a_request_record(
+    store: Arc<dyn OrderStore>,
+    f: Fixture,
+) -> Fixture {
+    let now = t("2025-01-12T20:31:00Z");
+    let since = now.plus(-idempotency_ttl());
+    // Bytes as they were, even ones that are not UTF-8.
+    let first = answered("a", 202, b"{\"success\": true}\xff", now);
+    assert!(store.save_idempotency(&first).await.unwrap());
+    let scope = first.scope.clone();
+    assert_eq!(
+        store.idempotency(&scope, "a", since).await.unwrap(),
+        Some(first.clone())
+    );
+    // A live key is not overwritten.
+    assert!(!store
+        .save_idempotency(&answered("a", 200, b"{}", now))
+        .await
+        .unwrap());
+    assert_eq!(
+        store.idempotency(&scope, "a", since).await.unwrap(),
+        Some(first.clone())
+    );
+
+    // With a request record: both in one write, or neither.
+    let id: OrderId = "R1".parse().unwrap();
+    let note = |n: u32| serde_json::json!({ "order_req_id": "R1", "notes": n });
+    let with_key = answered("b", 200, b"{\"follow_up_id\":\"FU001\"}", now);
+    assert!(store
+        .save_request_record("requestor", &id, &note(1), Some(&with_key))
+        .await
+        .unwrap());
+    assert_eq!(
+        store.idempotency(&scope, "b", since).await.unwrap(),
+        Some(with_key.clone())
+    );
+    let taken = answered("b", 200, b"{\"follow_up_id\":\"FU002\"}", now);
+    assert!(!store
+        .save_request_record("requestor", &id, &note(2), Some(&taken))
+        .await
+        .unwrap());
+    let records = store.request_records("requestor").await.unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].record, note(1), "a taken key writes nothing");
+    assert_eq!(
+        store.idempotency(&scope, "b", since).await.unwrap(),
+        Some(with_key.clone())
+    );
+
+    // Expired answers are forgotten, replaced and purged like the others.
+    let tomorrow = now.plus(idempotency_ttl() + chrono::TimeDelta::seconds(1));
+    let since_tomorrow = tomorrow.plus(-idempotency_ttl());
+    assert_eq!(
+        store
+            .idempotency(&scope, "a", since_tomorrow)
+            .await
+            .unwrap(),
+        None
+    );
+    let again = answered("a", 200, b"[]", tomorrow);
+    assert!(store.save_idempotency(&again).await.unwrap());
+    assert_eq!(
+        store
+            .idempotency(&scope, "a", since_tomorrow)
+            .await
+            .unwrap(),
+        Some(again.clone())
+    );
+    if store.backend() != "memory" {
+        let reopened = f.reopen().await;
+        assert_eq!(
+            reopened
+                .idempotency(&scope, "a", since_tomorrow)
+                .await
+                .unwrap(),
+            Some(again)
+        );
+        assert_eq!(
+            reopened.idempotency(&scope, "b", since).await.unwrap(),
+            Some(with_key)
+        );
+    }
+    assert_eq!(store.purge_idempotency(since_tomorrow).await.unwrap(), 1);
+    f
 }

@@ -52,6 +52,19 @@ impl MemoryStore {
 }
 
 impl State {
+    /// Stores `record` unless a live record of its key is stored; expired
+    /// records may be replaced, as the SQL stores do.
+    fn save_key(&mut self, record: &IdempotencyRecord) -> bool {
+        let slot = (record.scope.clone(), record.key.clone());
+        if let Some(existing) = self.keys.get(&slot) {
+            if existing.created_at >= record.expires_before() {
+                return false;
+            }
+        }
+        self.keys.insert(slot, record.clone());
+        true
+    }
+
     fn commit_one(&mut self, commit: &Commit) -> CommitOutcome {
         let order = commit.order();
         let stored = self.orders.get(&order.id).map(|o| o.version);
@@ -62,15 +75,9 @@ impl State {
             (None, None) => {}
         }
         if let Some(record) = &commit.idempotency {
-            let slot = (record.scope.clone(), record.key.clone());
-            // Expired records may be replaced, as the SQL stores do.
-            match self.keys.get(&slot) {
-                Some(existing) if existing.created_at >= record.expires_before() => {
-                    return CommitOutcome::KeyTaken
-                }
-                _ => {}
+            if !self.save_key(record) {
+                return CommitOutcome::KeyTaken;
             }
-            self.keys.insert(slot, record.clone());
         }
         self.orders.insert(order.id.clone(), order.clone());
         self.events
@@ -139,6 +146,10 @@ impl OrderStore for MemoryStore {
             .cloned())
     }
 
+    async fn save_idempotency(&self, record: &IdempotencyRecord) -> Result<bool, StoreError> {
+        Ok(self.state().save_key(record))
+    }
+
     async fn purge_idempotency(&self, before: Timestamp) -> Result<u64, StoreError> {
         let mut state = self.state();
         let len = state.keys.len();
@@ -177,9 +188,15 @@ impl OrderStore for MemoryStore {
         side: &str,
         order_req_id: &OrderId,
         record: &serde_json::Value,
-    ) -> Result<(), StoreError> {
+        idempotency: Option<&IdempotencyRecord>,
+    ) -> Result<bool, StoreError> {
         let mut state = self.state();
         let state = &mut *state;
+        if let Some(key) = idempotency {
+            if !state.save_key(key) {
+                return Ok(false);
+            }
+        }
         let seq = &mut state.next_record_seq;
         state
             .request_records
@@ -189,7 +206,7 @@ impl OrderStore for MemoryStore {
                 *seq += 1;
                 (*seq, record.clone())
             });
-        Ok(())
+        Ok(true)
     }
 
     async fn request_records(&self, side: &str) -> Result<Vec<RequestRecord>, StoreError> {

@@ -1,5 +1,5 @@
 //! Where orders are kept: each order's current snapshot and its append-only
-//! events, plus the idempotency keys of the requests that changed them.
+//! events, plus the idempotency keys of requests with the answers they got.
 //!
 //! Only the order service's writer commits (one write path); readers may
 //! query (an order, its history, counts). Three implementations keep one
@@ -16,7 +16,10 @@
 //! background workers through the service, never by HTTP handlers.
 //!
 //! A [`Commit`] is one accepted change: the order's new snapshot, its event
-//! and optionally the idempotency record of the request. [`OrderStore::commit`]
+//! and optionally the idempotency record of the request. Requests whose
+//! effect is not one order change keep their whole answer as an
+//! idempotency record ([`StoredAnswer::Response`]), stored with an
+//! order-request record or on its own. [`OrderStore::commit`]
 //! writes a whole batch of them in one transaction (group commit), checking
 //! each order's expected version in the same statement that replaces it.
 
@@ -77,15 +80,91 @@ pub struct IdempotencyRecord {
     pub scope: String,
     /// The client's key.
     pub key: String,
-    /// Digest of the request (method, path, body), to tell a retry from a
-    /// different request reusing the key.
+    /// Digest of the request (method, path, query, body), to tell a retry
+    /// from a different request reusing the key.
     pub fingerprint: String,
-    /// The order the request changed, and the version it produced.
-    pub order_id: OrderId,
-    pub version: Version,
-    /// The order's JSON as the first answer carried it.
-    pub response: String,
+    /// What the first answer was, to replay it.
+    pub answer: StoredAnswer,
     pub created_at: Timestamp,
+}
+
+/// The first answer to a keyed request, kept for its replays.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoredAnswer {
+    /// An order change, stored in the same transaction as the change (a
+    /// [`Commit`]): the order it produced, as that answer carried it. The
+    /// order endpoints render their answer (and its `ETag`) from it.
+    Order {
+        order_id: OrderId,
+        version: Version,
+        /// The order's JSON.
+        json: String,
+    },
+    /// A whole answer, for endpoints whose effect is not one order change
+    /// (simulations, order requests): its status code and body, byte for
+    /// byte. The store does not read either.
+    Response { status: u16, body: Vec<u8> },
+}
+
+/// A [`StoredAnswer`] as the columns of `idempotency_keys`: `order_id`,
+/// `version`, `response` (an order change) or `status`, `body` (a whole
+/// answer); the others are `NULL`.
+struct AnswerColumns<'a> {
+    order_id: Option<&'a str>,
+    version: Option<i64>,
+    response: Option<&'a str>,
+    status: Option<i32>,
+    body: Option<&'a [u8]>,
+}
+
+impl StoredAnswer {
+    fn columns(&self) -> AnswerColumns<'_> {
+        match self {
+            StoredAnswer::Order {
+                order_id,
+                version,
+                json,
+            } => AnswerColumns {
+                order_id: Some(order_id.as_str()),
+                version: Some(version_to_db(*version)),
+                response: Some(json),
+                status: None,
+                body: None,
+            },
+            StoredAnswer::Response { status, body } => AnswerColumns {
+                order_id: None,
+                version: None,
+                response: None,
+                status: Some(i32::from(*status)),
+                body: Some(body),
+            },
+        }
+    }
+
+    /// Reads the columns [`StoredAnswer::columns`] wrote.
+    fn from_columns(
+        order_id: Option<String>,
+        version: Option<i64>,
+        response: Option<String>,
+        status: Option<i32>,
+        body: Option<Vec<u8>>,
+    ) -> Result<StoredAnswer, StoreError> {
+        match (order_id, version, response, status, body) {
+            (Some(order_id), Some(version), Some(json), None, None) => Ok(StoredAnswer::Order {
+                order_id: parse_stored("order id", &order_id)?,
+                version: version_from_db(version)?,
+                json,
+            }),
+            (None, None, None, Some(status), Some(body)) => Ok(StoredAnswer::Response {
+                status: u16::try_from(status)
+                    .map_err(|_| StoreError::Corrupt(format!("answer status {status}")))?,
+                body,
+            }),
+            _ => Err(StoreError::Corrupt(
+                "an idempotency record holds neither an order nor a response".into(),
+            )),
+        }
+    }
 }
 
 /// One accepted change, to commit atomically.
@@ -194,6 +273,11 @@ pub trait OrderStore: Send + Sync + 'static {
         since: Timestamp,
     ) -> Result<Option<IdempotencyRecord>, StoreError>;
 
+    /// Stores `record` (an answer given after its effect, outside a
+    /// [`Commit`]), unless a record of the same key that has not expired is
+    /// stored; returns whether it was stored. An expired one is replaced.
+    async fn save_idempotency(&self, record: &IdempotencyRecord) -> Result<bool, StoreError>;
+
     /// Deletes idempotency records stored before `before`; returns how many.
     async fn purge_idempotency(&self, before: Timestamp) -> Result<u64, StoreError>;
 
@@ -210,12 +294,18 @@ pub trait OrderStore: Send + Sync + 'static {
     /// Saves `side`'s record of the order request `order_req_id` (`side`:
     /// the requestor's or the processor's), replacing the one saved before.
     /// A request keeps the listing place of its first save.
+    ///
+    /// With `idempotency`, the record of the request that made the change
+    /// is stored in the same transaction, as by
+    /// [`OrderStore::save_idempotency`]: if its key is taken, nothing is
+    /// written and the answer is `false`.
     async fn save_request_record(
         &self,
         side: &str,
         order_req_id: &OrderId,
         record: &serde_json::Value,
-    ) -> Result<(), StoreError>;
+        idempotency: Option<&IdempotencyRecord>,
+    ) -> Result<bool, StoreError>;
 
     /// Every record of `side`, first saved first.
     async fn request_records(&self, side: &str) -> Result<Vec<RequestRecord>, StoreError>;

@@ -14,6 +14,7 @@ use sqlx::{PgPool, Postgres, Row, Transaction};
 use super::{
     counts_by_status, limit_to_db, parse_stored, version_from_db, version_to_db, BackgroundRun,
     Commit, CommitOutcome, IdempotencyRecord, OrderStore, Poisoned, RequestRecord, StoreError,
+    StoredAnswer,
 };
 use crate::domain::{Attribution, Event, Order, OrderId, OrderStatus, Timestamp, Version};
 
@@ -56,6 +57,39 @@ fn at(timestamp: Timestamp) -> DateTime<Utc> {
     timestamp.as_datetime()
 }
 
+/// Stores an idempotency record unless a live record of its key is stored
+/// (an expired one is replaced); returns whether it was stored.
+async fn save_key<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    record: &IdempotencyRecord,
+) -> Result<bool, StoreError> {
+    let answer = record.answer.columns();
+    let inserted = sqlx::query(
+        "INSERT INTO idempotency_keys
+             (scope, key, fingerprint, order_id, version, response, status, body, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+         ON CONFLICT (scope, key) DO UPDATE SET
+             fingerprint = excluded.fingerprint, order_id = excluded.order_id,
+             version = excluded.version, response = excluded.response,
+             status = excluded.status, body = excluded.body,
+             created_at = excluded.created_at
+         WHERE idempotency_keys.created_at < $10",
+    )
+    .bind(&record.scope)
+    .bind(&record.key)
+    .bind(&record.fingerprint)
+    .bind(answer.order_id)
+    .bind(answer.version)
+    .bind(answer.response)
+    .bind(answer.status)
+    .bind(answer.body)
+    .bind(at(record.created_at))
+    .bind(at(record.expires_before()))
+    .execute(executor)
+    .await?;
+    Ok(inserted.rows_affected() > 0)
+}
+
 /// Writes one commit inside the batch's transaction.
 async fn commit_one(
     tx: &mut Transaction<'_, Postgres>,
@@ -66,27 +100,7 @@ async fn commit_one(
     // commit alone, leaving the rest of the batch.
     if let Some(record) = &commit.idempotency {
         sqlx::query("SAVEPOINT cmd").execute(&mut **tx).await?;
-        let inserted = sqlx::query(
-            "INSERT INTO idempotency_keys
-                 (scope, key, fingerprint, order_id, version, response, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
-             ON CONFLICT (scope, key) DO UPDATE SET
-                 fingerprint = excluded.fingerprint, order_id = excluded.order_id,
-                 version = excluded.version, response = excluded.response,
-                 created_at = excluded.created_at
-             WHERE idempotency_keys.created_at < $8",
-        )
-        .bind(&record.scope)
-        .bind(&record.key)
-        .bind(&record.fingerprint)
-        .bind(record.order_id.as_str())
-        .bind(version_to_db(record.version))
-        .bind(&record.response)
-        .bind(at(record.created_at))
-        .bind(at(record.expires_before()))
-        .execute(&mut **tx)
-        .await?;
-        if inserted.rows_affected() == 0 {
+        if !save_key(&mut **tx, record).await? {
             sqlx::query("RELEASE SAVEPOINT cmd")
                 .execute(&mut **tx)
                 .await?;
@@ -255,7 +269,7 @@ impl OrderStore for PostgresStore {
         since: Timestamp,
     ) -> Result<Option<IdempotencyRecord>, StoreError> {
         let row = sqlx::query(
-            "SELECT fingerprint, order_id, version, response, created_at
+            "SELECT fingerprint, order_id, version, response, status, body, created_at
              FROM idempotency_keys WHERE scope = $1 AND key = $2 AND created_at >= $3",
         )
         .bind(scope)
@@ -268,13 +282,21 @@ impl OrderStore for PostgresStore {
                 scope: scope.to_owned(),
                 key: key.to_owned(),
                 fingerprint: row.try_get("fingerprint")?,
-                order_id: parse_stored("order id", row.try_get::<&str, _>("order_id")?)?,
-                version: version_from_db(row.try_get("version")?)?,
-                response: row.try_get("response")?,
+                answer: StoredAnswer::from_columns(
+                    row.try_get("order_id")?,
+                    row.try_get("version")?,
+                    row.try_get("response")?,
+                    row.try_get("status")?,
+                    row.try_get("body")?,
+                )?,
                 created_at: Timestamp::new(row.try_get("created_at")?),
             })
         })
         .transpose()
+    }
+
+    async fn save_idempotency(&self, record: &IdempotencyRecord) -> Result<bool, StoreError> {
+        save_key(&self.pool, record).await
     }
 
     async fn purge_idempotency(&self, before: Timestamp) -> Result<u64, StoreError> {
@@ -336,7 +358,15 @@ impl OrderStore for PostgresStore {
         side: &str,
         order_req_id: &OrderId,
         record: &serde_json::Value,
-    ) -> Result<(), StoreError> {
+        idempotency: Option<&IdempotencyRecord>,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if let Some(key) = idempotency {
+            if !save_key(&mut *tx, key).await? {
+                // Dropping the transaction rolls it back; nothing was written.
+                return Ok(false);
+            }
+        }
         sqlx::query(
             "INSERT INTO order_request_records (side, order_req_id, record) VALUES ($1, $2, $3)
              ON CONFLICT (side, order_req_id) DO UPDATE SET record = excluded.record",
@@ -344,9 +374,10 @@ impl OrderStore for PostgresStore {
         .bind(side)
         .bind(order_req_id.as_str())
         .bind(Json(record))
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(())
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn request_records(&self, side: &str) -> Result<Vec<RequestRecord>, StoreError> {

@@ -15,7 +15,7 @@ use sqlx::{Row, Sqlite, SqlitePool, Transaction};
 use super::{
     counts_by_status, limit_to_db, metadata_from_json, order_from_json, parse_stored,
     version_from_db, version_to_db, BackgroundRun, Commit, CommitOutcome, IdempotencyRecord,
-    OrderStore, Poisoned, RequestRecord, StoreError,
+    OrderStore, Poisoned, RequestRecord, StoreError, StoredAnswer,
 };
 use crate::domain::{Attribution, Event, Order, OrderId, OrderStatus, Timestamp, Version};
 
@@ -50,6 +50,39 @@ impl SqliteStore {
     }
 }
 
+/// Stores an idempotency record unless a live record of its key is stored
+/// (an expired one is replaced); returns whether it was stored.
+async fn save_key<'e>(
+    executor: impl sqlx::SqliteExecutor<'e>,
+    record: &IdempotencyRecord,
+) -> Result<bool, StoreError> {
+    let answer = record.answer.columns();
+    let inserted = sqlx::query(
+        "INSERT INTO idempotency_keys
+             (scope, key, fingerprint, order_id, version, response, status, body, created_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (scope, key) DO UPDATE SET
+             fingerprint = excluded.fingerprint, order_id = excluded.order_id,
+             version = excluded.version, response = excluded.response,
+             status = excluded.status, body = excluded.body,
+             created_at = excluded.created_at
+         WHERE idempotency_keys.created_at < ?",
+    )
+    .bind(&record.scope)
+    .bind(&record.key)
+    .bind(&record.fingerprint)
+    .bind(answer.order_id)
+    .bind(answer.version)
+    .bind(answer.response)
+    .bind(answer.status)
+    .bind(answer.body)
+    .bind(record.created_at.to_string())
+    .bind(record.expires_before().to_string())
+    .execute(executor)
+    .await?;
+    Ok(inserted.rows_affected() > 0)
+}
+
 /// Writes one commit inside the batch's transaction.
 async fn commit_one(
     tx: &mut Transaction<'_, Sqlite>,
@@ -60,27 +93,7 @@ async fn commit_one(
     // commit alone, leaving the rest of the batch.
     if let Some(record) = &commit.idempotency {
         sqlx::query("SAVEPOINT cmd").execute(&mut **tx).await?;
-        let inserted = sqlx::query(
-            "INSERT INTO idempotency_keys
-                 (scope, key, fingerprint, order_id, version, response, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?)
-             ON CONFLICT (scope, key) DO UPDATE SET
-                 fingerprint = excluded.fingerprint, order_id = excluded.order_id,
-                 version = excluded.version, response = excluded.response,
-                 created_at = excluded.created_at
-             WHERE idempotency_keys.created_at < ?",
-        )
-        .bind(&record.scope)
-        .bind(&record.key)
-        .bind(&record.fingerprint)
-        .bind(record.order_id.as_str())
-        .bind(version_to_db(record.version))
-        .bind(&record.response)
-        .bind(record.created_at.to_string())
-        .bind(record.expires_before().to_string())
-        .execute(&mut **tx)
-        .await?;
-        if inserted.rows_affected() == 0 {
+        if !save_key(&mut **tx, record).await? {
             sqlx::query("RELEASE cmd").execute(&mut **tx).await?;
             return Ok(CommitOutcome::KeyTaken);
         }
@@ -240,7 +253,7 @@ impl OrderStore for SqliteStore {
         since: Timestamp,
     ) -> Result<Option<IdempotencyRecord>, StoreError> {
         let row = sqlx::query(
-            "SELECT fingerprint, order_id, version, response, created_at
+            "SELECT fingerprint, order_id, version, response, status, body, created_at
              FROM idempotency_keys WHERE scope = ? AND key = ? AND created_at >= ?",
         )
         .bind(scope)
@@ -253,13 +266,21 @@ impl OrderStore for SqliteStore {
                 scope: scope.to_owned(),
                 key: key.to_owned(),
                 fingerprint: row.try_get("fingerprint")?,
-                order_id: parse_stored("order id", row.try_get::<&str, _>("order_id")?)?,
-                version: version_from_db(row.try_get("version")?)?,
-                response: row.try_get("response")?,
+                answer: StoredAnswer::from_columns(
+                    row.try_get("order_id")?,
+                    row.try_get("version")?,
+                    row.try_get("response")?,
+                    row.try_get("status")?,
+                    row.try_get("body")?,
+                )?,
                 created_at: parse_stored("key time", row.try_get::<&str, _>("created_at")?)?,
             })
         })
         .transpose()
+    }
+
+    async fn save_idempotency(&self, record: &IdempotencyRecord) -> Result<bool, StoreError> {
+        save_key(&self.pool, record).await
     }
 
     async fn purge_idempotency(&self, before: Timestamp) -> Result<u64, StoreError> {
@@ -322,7 +343,15 @@ impl OrderStore for SqliteStore {
         side: &str,
         order_req_id: &OrderId,
         record: &serde_json::Value,
-    ) -> Result<(), StoreError> {
+        idempotency: Option<&IdempotencyRecord>,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        if let Some(key) = idempotency {
+            if !save_key(&mut *tx, key).await? {
+                // Dropping the transaction rolls it back; nothing was written.
+                return Ok(false);
+            }
+        }
         sqlx::query(
             "INSERT INTO order_request_records (side, order_req_id, record) VALUES (?, ?, ?)
              ON CONFLICT (side, order_req_id) DO UPDATE SET record = excluded.record",
@@ -330,9 +359,10 @@ impl OrderStore for SqliteStore {
         .bind(side)
         .bind(order_req_id.as_str())
         .bind(record.to_string())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(())
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn request_records(&self, side: &str) -> Result<Vec<RequestRecord>, StoreError> {

@@ -190,7 +190,8 @@ async fn seed_001_post_deployment_tests_2_to_8() {
         json!({
             "success": true,
             "message": "Follow-up processed successfully",
-            "order_req_id": "TEST001"
+            "order_req_id": "TEST001",
+            "follow_up_id": "FU001"
         })
     );
 

@@ -6,8 +6,16 @@
 #
 #   bench/run.sh                                # 1,000 orders x 10 parked polls
 #   ORDERS=100 PER_ORDER=10 ROUNDS=1 bench/run.sh
+#   STORE=sqlite bench/run.sh                   # ours on a SQLite file
 #
 # Settings (environment):
+#   STORE              where ours keeps orders (memory): memory is
+#                      --database-url memory:, as every figure in
+#                      BENCHMARKS.md before durable storage; sqlite is a new
+#                      file in the scratch directory (WAL,
+#                      synchronous=FULL); postgres is a new database on
+#                      PG_ADMIN_URL's server (postgres://postgres@127.0.0.1:5432/test),
+#                      dropped afterwards. Every start of ours gets a fresh one.
 #   ORDERS, PER_ORDER  orders and parked polls per order (1000, 10)
 #   PUBLISHERS         publisher settings to run, each a table ("1 4"): 1 is
 #                      one change at a time; 4 keeps four changes in flight
@@ -24,6 +32,7 @@ ORDERS=${ORDERS:-1000}
 PER_ORDER=${PER_ORDER:-10}
 PUBLISHERS=${PUBLISHERS:-1 4}
 ROUNDS=${ROUNDS:-3}
+STORE=${STORE:-memory}
 OURS_ADDR=127.0.0.1:${OURS_PORT:-15001}
 NCHAN_ADDR=127.0.0.1:15002
 NCHAN_MODULE=/usr/lib/nginx/modules/ngx_nchan_module.so
@@ -31,6 +40,9 @@ NCHAN_MODULE=/usr/lib/nginx/modules/ngx_nchan_module.so
 RUN_LIMIT=300
 
 say() { printf '==> %s\n' "$*" >&2; }
+
+. bench/store.sh
+store_check "$STORE"
 
 # --- Install what is missing -------------------------------------------------
 if ! command -v nginx >/dev/null || [ ! -f "$NCHAN_MODULE" ]; then
@@ -63,6 +75,7 @@ cleanup() {
         kill -TERM "$SERVER_PID" 2>/dev/null || true
         wait "$SERVER_PID" 2>/dev/null || true
     fi
+    store_close
     rm -rf "$SCRATCH"
 }
 trap cleanup EXIT
@@ -86,11 +99,14 @@ loadgen() {
 }
 
 run_ours() {
+    store_open "$STORE"
     # Warnings only, like nginx below (error_log warn, access_log off).
-    RUST_LOG=warn "$SERVER" --addr "$OURS_ADDR" --no-sample-orders &
+    RUST_LOG=warn "$SERVER" --addr "$OURS_ADDR" --no-sample-orders \
+        --database-url "$STORE_URL" &
     SERVER_PID=$!
     loadgen ours "$OURS_ADDR" "$1" "$2"
     stop_server
+    store_close
 }
 
 run_nchan() {
@@ -103,7 +119,7 @@ run_nchan() {
     stop_server
 }
 
-echo "order-tracker vs Nchan $(nginx -v 2>&1 | sed 's/.*\///') + libnginx-mod-nchan:" \
+echo "order-tracker (store: $STORE) vs Nchan $(nginx -v 2>&1 | sed 's/.*\///') + libnginx-mod-nchan:" \
      "$ORDERS orders x $PER_ORDER parked polls; $(nproc) cores, $(uname -sr)"
 # Each round starts both servers fresh and runs ours, then Nchan; the table
 # shows medians over the rounds, so one noisy moment on a shared machine does

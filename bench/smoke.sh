@@ -2,14 +2,17 @@
 # A small, quick run of the load generator against our server only (not
 # Nchan), so the benchmark tool cannot rot unnoticed. It checks no speed: it
 # fails only if the tool breaks, or a poll is not parked, woken and parked
-# again after the reconnect. `.ci/run` calls it.
+# again after the reconnect. `.ci/run` calls it. The server keeps its orders in
+# the default store, SQLite, in a file in the scratch directory (removed at
+# exit) rather than the default file in the repository.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PORT=${SMOKE_PORT:-15101}
 cargo build --quiet --bin order-tracker --example loadgen
 SCRATCH=$(mktemp -d "${TMPDIR:-/tmp}/order-tracker-smoke.XXXXXX")
-RUST_LOG=warn target/debug/order-tracker --addr "127.0.0.1:$PORT" --no-sample-orders &
+RUST_LOG=warn target/debug/order-tracker --addr "127.0.0.1:$PORT" --no-sample-orders \
+    --database-url "sqlite:$SCRATCH/smoke.db" &
 PID=$!
 trap 'kill -TERM $PID 2>/dev/null || true; wait $PID 2>/dev/null || true; rm -rf "$SCRATCH"' EXIT
 

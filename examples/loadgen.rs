@@ -26,21 +26,24 @@
 //! of several rounds of results for both servers side by side, with the ratio
 //! ours/Nchan.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand, ValueEnum};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 
-type Error = Box<dyn std::error::Error + Send + Sync>;
-type Result<T, E = Error> = std::result::Result<T, E>;
+mod common;
+
+use common::figures::{format_value, median, percentile, ratio, Figures};
+use common::http::{self, connect, read_response, wait_count, wait_ready, Conn, Response};
+use common::proc::{cpu_seconds, memory};
+use common::{Error, Result};
 
 #[derive(Parser)]
 #[command(about = "Long-poll load generator: ours against Nchan")]
@@ -147,21 +150,6 @@ fn order_id(i: usize) -> String {
     format!("b{i}")
 }
 
-/// The order every bench order starts as, about 500 bytes of JSON like the
-/// sample orders, so both servers carry payloads of the same size.
-fn new_order_body(id: &str) -> String {
-    format!(
-        concat!(
-            r#"{{"id":"{id}","customer_id":"c{id}","restaurant_name":"Luigi's Pizzeria","#,
-            r#""delivery_address":"12 Harbour Street, Springfield","items":["#,
-            r#"{{"name":"Margherita Pizza","quantity":2,"unit_price":12.5}},"#,
-            r#"{{"name":"Tiramisu","quantity":1,"unit_price":6.0}},"#,
-            r#"{{"name":"Sparkling Water","quantity":2,"unit_price":2.5}}]}}"#
-        ),
-        id = id
-    )
-}
-
 /// The message Nchan carries for order `id` in `status`: the same document our
 /// server answers a woken poll with (about 600 bytes), so that both send the
 /// same bytes per wake.
@@ -184,21 +172,13 @@ fn nchan_message(id: &str, status: &str, version: u64) -> String {
     )
 }
 
-fn post(path: &str, host: SocketAddr, body: &str) -> Vec<u8> {
-    format!(
-        "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .into_bytes()
-}
-
 impl Target {
     /// The request that creates order `i`.
     fn create(self, host: SocketAddr, i: usize) -> Vec<u8> {
         let id = order_id(i);
         match self {
-            Target::Ours => post("/api/v1/orders", host, &new_order_body(&id)),
-            Target::Nchan => post(
+            Target::Ours => http::create_order(host, &id),
+            Target::Nchan => http::post(
                 &format!("/pub/{id}"),
                 host,
                 &nchan_message(&id, "confirmed", 1),
@@ -209,7 +189,7 @@ impl Target {
     /// The cursor a create answer gives.
     fn created_cursor(self, response: &Response) -> Result<Cursor> {
         match self {
-            Target::Ours => version_of(response),
+            Target::Ours => Ok(Cursor::Version(response.etag_version()?)),
             Target::Nchan => {
                 // "last message id: 1795461317:0" in the channel info body.
                 let text = String::from_utf8_lossy(&response.body);
@@ -232,15 +212,8 @@ impl Target {
     fn publish(self, host: SocketAddr, i: usize) -> Vec<u8> {
         let id = order_id(i);
         match self {
-            Target::Ours => {
-                let body = r#"{"status":"preparing"}"#;
-                format!(
-                    "PUT /api/v1/orders/{id}/status HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-                    body.len()
-                )
-                .into_bytes()
-            }
-            Target::Nchan => post(
+            Target::Ours => http::put_status(host, &id, "preparing"),
+            Target::Nchan => http::post(
                 &format!("/pub/{id}"),
                 host,
                 &nchan_message(&id, "preparing", 2),
@@ -252,23 +225,21 @@ impl Target {
     fn subscribe(self, host: SocketAddr, i: usize, cursor: &Cursor, timeout: u64) -> Vec<u8> {
         let id = order_id(i);
         match cursor {
-            Cursor::Version(version) => format!(
-                "GET /api/v1/orders/{id}/track?version={version}&timeout={timeout} HTTP/1.1\r\nHost: {host}\r\n\r\n"
-            ),
+            Cursor::Version(version) => http::track(host, &id, *version, timeout),
             Cursor::MessageId {
                 last_modified,
                 etag,
             } => format!(
                 "GET /sub/{id} HTTP/1.1\r\nHost: {host}\r\nIf-Modified-Since: {last_modified}\r\nIf-None-Match: {etag}\r\n\r\n"
-            ),
+            )
+            .into_bytes(),
         }
-        .into_bytes()
     }
 
     /// The cursor a woken poll's answer gives.
     fn woken_cursor(self, response: &Response) -> Result<Cursor> {
         match self {
-            Target::Ours => version_of(response),
+            Target::Ours => Ok(Cursor::Version(response.etag_version()?)),
             Target::Nchan => Ok(Cursor::MessageId {
                 last_modified: response
                     .header("last-modified")
@@ -282,10 +253,10 @@ impl Target {
     /// How many long polls the server says are parked.
     fn parked_request(self, host: SocketAddr) -> Vec<u8> {
         let path = match self {
-            Target::Ours => "/api/v1/orders/system/stats",
+            Target::Ours => http::STATS_PATH,
             Target::Nchan => "/nchan_stub_status",
         };
-        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n").into_bytes()
+        http::get(path, host)
     }
 
     fn parked_count(self, response: &Response) -> Result<usize> {
@@ -298,249 +269,22 @@ impl Target {
         let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
         Ok(digits.parse()?)
     }
-}
 
-/// `ETag: "N"` as a version cursor.
-fn version_of(response: &Response) -> Result<Cursor> {
-    let tag = response.header("etag").ok_or("no ETag")?;
-    Ok(Cursor::Version(tag.trim_matches('"').parse()?))
-}
-
-// ---------------------------------------------------------------------------
-// Just enough HTTP/1.1.
-
-struct Response {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-    /// When the first byte of the answer arrived.
-    first_byte: Instant,
-}
-
-impl Response {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(key, _)| key.eq_ignore_ascii_case(name))
-            .map(|(_, value)| value.as_str())
+    /// Waits until the server reports `n` polls parked, or the limit passes.
+    /// Returns when it did, or `None`.
+    async fn wait_parked(
+        self,
+        addr: SocketAddr,
+        n: usize,
+        limit: Duration,
+    ) -> Result<Option<Instant>> {
+        let count = |response: &Response| self.parked_count(response);
+        wait_count(addr, &self.parked_request(addr), count, n, limit).await
     }
-}
-
-/// Reads one `Content-Length` response. `buf` keeps bytes across calls on a
-/// keep-alive connection.
-async fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<Response> {
-    let mut first_byte = None;
-    let head_end = loop {
-        if let Some(end) = find(buf, b"\r\n\r\n") {
-            break end;
-        }
-        let before = buf.len();
-        buf.reserve(4096);
-        let n = stream.read_buf(buf).await?;
-        if n == 0 {
-            return Err("connection closed before an answer".into());
-        }
-        if before == 0 {
-            first_byte.get_or_insert_with(Instant::now);
-        }
-    };
-    let first_byte = first_byte.unwrap_or_else(Instant::now);
-    let head = std::str::from_utf8(&buf[..head_end])?;
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().ok_or("empty answer")?;
-    let status: u16 = status_line
-        .split(' ')
-        .nth(1)
-        .ok_or("no status code")?
-        .parse()?;
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|line| line.split_once(':'))
-        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-        .collect();
-    let length: usize = headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-        .map(|(_, v)| v.parse())
-        .transpose()?
-        .ok_or("no Content-Length")?;
-    let total = head_end + 4 + length;
-    while buf.len() < total {
-        buf.reserve(total - buf.len());
-        if stream.read_buf(buf).await? == 0 {
-            return Err("connection closed mid-answer".into());
-        }
-    }
-    let body = buf[head_end + 4..total].to_vec();
-    buf.drain(..total);
-    Ok(Response {
-        status,
-        headers,
-        body,
-        first_byte,
-    })
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack
-        .windows(needle.len())
-        .position(|window| window == needle)
-}
-
-/// Source addresses the pollers spread over: 127.0.0.2 to 127.0.0.65.
-const SOURCE_ADDRESSES: usize = 64;
-
-/// Connects a poller. On loopback the pollers spread over
-/// [`SOURCE_ADDRESSES`] source addresses: one address has only about 28,000
-/// ephemeral ports, and a storm that needs 10,000 new ones while 10,000 are
-/// open and 10,000 more sit in TIME_WAIT makes the kernel search the port
-/// range on every `connect`; that search, not the server, then sets the pace.
-async fn connect(addr: SocketAddr, spread: usize) -> Result<TcpStream> {
-    let socket = match addr {
-        SocketAddr::V4(v4) => {
-            let socket = tokio::net::TcpSocket::new_v4()?;
-            if v4.ip().is_loopback() {
-                let last = 2 + (spread % SOURCE_ADDRESSES) as u8;
-                socket.bind(SocketAddr::from(([127, 0, 0, last], 0)))?;
-            }
-            socket
-        }
-        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
-    };
-    let stream = socket.connect(addr).await?;
-    stream.set_nodelay(true)?;
-    Ok(stream)
-}
-
-/// A keep-alive connection for requests in sequence.
-struct Conn {
-    stream: TcpStream,
-    buf: Vec<u8>,
-}
-
-impl Conn {
-    async fn open(addr: SocketAddr) -> Result<Conn> {
-        let stream = TcpStream::connect(addr).await?;
-        stream.set_nodelay(true)?;
-        Ok(Conn {
-            stream,
-            buf: Vec::new(),
-        })
-    }
-
-    async fn send(&mut self, request: &[u8]) -> Result<Response> {
-        self.stream.write_all(request).await?;
-        read_response(&mut self.stream, &mut self.buf).await
-    }
-}
-
-// ---------------------------------------------------------------------------
-// The server's own figures, from /proc.
-
-/// `pid` and every process whose parent it is (nginx's workers).
-fn family(pid: u32) -> Vec<u32> {
-    let mut pids = vec![pid];
-    if let Ok(entries) = std::fs::read_dir("/proc") {
-        for entry in entries.flatten() {
-            let Some(child) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else {
-                continue;
-            };
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
-                continue;
-            };
-            // The command name may hold spaces; fields after ") " are fixed.
-            let parent = stat
-                .rsplit_once(") ")
-                .and_then(|(_, rest)| rest.split(' ').nth(1))
-                .and_then(|ppid| ppid.parse::<u32>().ok());
-            if parent == Some(pid) {
-                pids.push(child);
-            }
-        }
-    }
-    pids
-}
-
-/// A `kB` field of a `/proc` file, summed over the family.
-fn kib_field(pids: &[u32], file: &str, field: &str) -> Result<u64> {
-    let mut total = 0;
-    for pid in pids {
-        let text = std::fs::read_to_string(format!("/proc/{pid}/{file}"))?;
-        let line = text
-            .lines()
-            .find(|line| line.starts_with(field))
-            .ok_or_else(|| format!("no {field} in /proc/{pid}/{file}"))?;
-        total += line
-            .split_whitespace()
-            .nth(1)
-            .ok_or("malformed line")?
-            .parse::<u64>()?;
-    }
-    Ok(total)
-}
-
-/// Resident memory, in bytes: RSS as `/proc/PID/status` reports it, and PSS,
-/// which splits pages shared between processes (nginx's master and workers)
-/// fairly instead of counting them once per process.
-#[derive(Clone, Copy)]
-struct Memory {
-    rss: u64,
-    pss: u64,
-}
-
-fn memory(pid: u32) -> Result<Memory> {
-    let pids = family(pid);
-    Ok(Memory {
-        rss: kib_field(&pids, "status", "VmRSS:")? * 1024,
-        pss: kib_field(&pids, "smaps_rollup", "Pss:")? * 1024,
-    })
-}
-
-/// CPU seconds of the family since each process started: (user, system).
-fn cpu_seconds(pid: u32) -> Result<(f64, f64)> {
-    // Clock ticks per second; 100 on Linux for every architecture we run on.
-    const TICKS: f64 = 100.0;
-    let (mut user, mut system) = (0u64, 0u64);
-    for pid in family(pid) {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-        let rest = stat.rsplit_once(") ").ok_or("malformed stat")?.1;
-        let fields: Vec<&str> = rest.split(' ').collect();
-        // utime and stime are fields 14 and 15 of stat, 12 and 13 after ") ".
-        user += fields[11].parse::<u64>()?;
-        system += fields[12].parse::<u64>()?;
-    }
-    Ok((user as f64 / TICKS, system as f64 / TICKS))
 }
 
 // ---------------------------------------------------------------------------
 // The run.
-
-/// Everything a run measured, by key. Kept as text so `table` can read it back.
-struct Figures(BTreeMap<String, f64>);
-
-impl Figures {
-    fn render(&self) -> String {
-        let mut text = String::new();
-        for (key, value) in &self.0 {
-            let _ = writeln!(text, "{key} {value}");
-        }
-        text
-    }
-
-    fn load(path: &Path) -> Result<Figures> {
-        let text = std::fs::read_to_string(path)?;
-        let mut map = BTreeMap::new();
-        for line in text.lines() {
-            if let Some((key, value)) = line.split_once(' ') {
-                map.insert(key.to_owned(), value.trim().parse()?);
-            }
-        }
-        Ok(Figures(map))
-    }
-
-    fn get(&self, key: &str) -> f64 {
-        self.0.get(key).copied().unwrap_or(f64::NAN)
-    }
-}
 
 /// Records the server's user and system CPU milliseconds over a phase.
 fn put_cpu(put: &mut impl FnMut(&str, f64), phase: &str, before: (f64, f64), after: (f64, f64)) {
@@ -653,71 +397,18 @@ async fn poller(
     }
 }
 
-/// Asks the server how many polls are parked until it says `n`, or the limit
-/// passes. Returns when it did, or `None`.
-async fn wait_parked(
-    target: Target,
-    addr: SocketAddr,
-    n: usize,
-    limit: Duration,
-) -> Result<Option<Instant>> {
-    let deadline = Instant::now() + limit;
-    let mut conn = Conn::open(addr).await?;
-    let request = target.parked_request(addr);
-    loop {
-        let response = conn.send(&request).await?;
-        let parked = target.parked_count(&response)?;
-        if parked >= n {
-            return Ok(Some(Instant::now()));
-        }
-        if Instant::now() >= deadline {
-            eprintln!("  only {parked} of {n} parked after {limit:?}");
-            return Ok(None);
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-/// Waits until the server answers at all.
-async fn wait_ready(target: Target, addr: SocketAddr, limit: Duration) -> Result<()> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Ok(mut conn) = Conn::open(addr).await {
-            if let Ok(response) = conn.send(&target.parked_request(addr)).await {
-                if response.status == 200 {
-                    return Ok(());
-                }
-            }
-        }
-        if Instant::now() >= deadline {
-            return Err(format!("{addr} did not answer within {limit:?}").into());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = (p / 100.0 * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
 async fn run(args: &RunArgs) -> Result<Figures> {
     let target = args.target;
     let addr = args.addr;
     let limit = Duration::from_secs(args.phase_limit);
     let polls = args.orders * args.per_order;
-    let mut figures = BTreeMap::new();
-    let mut put = |key: &str, value: f64| {
-        figures.insert(key.to_owned(), value);
-    };
+    let mut figures = Figures::default();
+    let mut put = |key: &str, value: f64| figures.put(key, value);
     put("orders", args.orders as f64);
     put("parked_polls", polls as f64);
     put("publishers", args.publishers as f64);
 
-    wait_ready(target, addr, limit).await?;
+    wait_ready(addr, &target.parked_request(addr), limit).await?;
 
     // 1. Setup: every order exists, with its first cursor.
     eprintln!("setup: {} orders", args.orders);
@@ -762,7 +453,7 @@ async fn run(args: &RunArgs) -> Result<Figures> {
         }
     }
     drop(woken_tx);
-    let parked_at = wait_parked(target, addr, polls, limit).await?;
+    let parked_at = target.wait_parked(addr, polls, limit).await?;
     let Some(parked_at) = parked_at else {
         return Err("not every poll parked; see above".into());
     };
@@ -868,7 +559,7 @@ async fn run(args: &RunArgs) -> Result<Figures> {
     let cpu_before_storm = cpu_seconds(args.pid)?;
     let storm_start = Instant::now();
     phase_tx.send(1)?;
-    let storm_parked = wait_parked(target, addr, woken, limit).await?;
+    let storm_parked = target.wait_parked(addr, woken, limit).await?;
     put_cpu(&mut put, "storm", cpu_before_storm, cpu_seconds(args.pid)?);
     put(
         "storm_secs",
@@ -891,7 +582,7 @@ async fn run(args: &RunArgs) -> Result<Figures> {
     put("cpu_secs", user + system);
     phase_tx.send(2)?;
     while tasks.join_next().await.is_some() {}
-    Ok(Figures(figures))
+    Ok(figures)
 }
 
 // ---------------------------------------------------------------------------
@@ -938,42 +629,6 @@ const ROWS: &[Row] = &[
     Row("server CPU ms, storm: system", "cpu_storm_system_ms", Goal::None),
     Row("server CPU s, whole run", "cpu_secs", Goal::None),
 ];
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.retain(|v| !v.is_nan());
-    if values.is_empty() {
-        return f64::NAN;
-    }
-    values.sort_by(f64::total_cmp);
-    let mid = values.len() / 2;
-    if values.len() % 2 == 1 {
-        values[mid]
-    } else {
-        (values[mid - 1] + values[mid]) / 2.0
-    }
-}
-
-fn format_value(value: f64) -> String {
-    if value.is_nan() {
-        "-".to_owned()
-    } else if (value - value.round()).abs() < 1e-6 || value.abs() >= 100.0 {
-        format!("{value:.0}")
-    } else if value.abs() >= 1.0 {
-        format!("{value:.2}")
-    } else {
-        format!("{value:.3}")
-    }
-}
-
-fn ratio(a: f64, b: f64) -> String {
-    if a == 0.0 && b == 0.0 {
-        "-".to_owned()
-    } else if b == 0.0 || a.is_nan() || b.is_nan() {
-        "n/a".to_owned()
-    } else {
-        format!("{:.2}", a / b)
-    }
-}
 
 /// Medians over the rounds for both servers, their ratio, whether each of the
 /// issue's targets is met, and each round's ratio so the spread shows.

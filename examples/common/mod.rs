@@ -1,0 +1,17 @@
+//! What the benchmark tools share: just enough HTTP/1.1 over raw tokio
+//! sockets ([`http`]), the server's CPU and memory from `/proc` ([`proc`]),
+//! and result files with medians and percentiles ([`figures`]).
+//!
+//! `examples/loadgen.rs` (long polls against ours and Nchan) includes it with
+//! `mod common;`, and so can any other benchmark tool. It is not an example
+//! itself: Cargo builds only `examples/*.rs` and `examples/*/main.rs`.
+
+// Each tool uses part of this module; what one leaves unused, another uses.
+#![allow(dead_code)]
+
+pub mod figures;
+pub mod http;
+pub mod proc;
+
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -2,11 +2,12 @@
 //! sockets ([`http`]), the server's CPU and memory from `/proc` ([`proc`]),
 //! and result files with medians and percentiles ([`figures`]).
 //!
-//! `examples/loadgen.rs` (long polls against ours and Nchan) includes it with
-//! `mod common;`, and so can any other benchmark tool. It is not an example
-//! itself: Cargo builds only `examples/*.rs` and `examples/*/main.rs`.
+//! `examples/loadgen.rs` (long polls against ours and Nchan) and
+//! `examples/writebench.rs` (status changes against each store) include it
+//! with `mod common;`. It is not an example itself: Cargo builds only
+//! `examples/*.rs` and `examples/*/main.rs`.
 
-// Each tool uses part of this module; what one leaves unused, another uses.
+// Each tool uses part of this module; what one leaves unused, the other uses.
 #![allow(dead_code)]
 
 pub mod figures;

@@ -1,5 +1,6 @@
 //! The server's own figures, from `/proc`: resident memory and CPU time of a
-//! process and its children.
+//! process and its children, CPU time of every process of one name (the
+//! database's), and the whole machine's busy time.
 
 use super::Result;
 
@@ -83,4 +84,64 @@ fn stat_ticks(stat: &str) -> Result<(u64, u64)> {
     let fields: Vec<&str> = rest.split(' ').collect();
     // utime and stime are fields 14 and 15 of stat, 12 and 13 after ") ".
     Ok((fields[11].parse()?, fields[12].parse()?))
+}
+
+/// CPU seconds (user plus system) of every process named `command` (as
+/// `/proc/PID/comm` has it): the database server's processes, which are not
+/// children of ours. Processes that ended between two readings drop out, so
+/// read it around a phase in which they all live.
+pub fn command_cpu_seconds(command: &str) -> f64 {
+    let mut ticks = 0;
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Ok(comm) = std::fs::read_to_string(path.join("comm")) else {
+            continue;
+        };
+        if comm.trim_end() != command {
+            continue;
+        }
+        if let Ok((user, system)) = std::fs::read_to_string(path.join("stat"))
+            .map_err(Into::into)
+            .and_then(|stat| stat_ticks(&stat))
+        {
+            ticks += user + system;
+        }
+    }
+    ticks as f64 / TICKS
+}
+
+/// The whole machine's CPU time since boot, in seconds summed over cores.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MachineCpu {
+    /// Running anything: user, nice, system, irq, softirq, steal.
+    pub busy: f64,
+    /// Idle with a disk write outstanding (fsync).
+    pub iowait: f64,
+    /// Everything, idle included.
+    pub total: f64,
+}
+
+pub fn machine_cpu() -> Result<MachineCpu> {
+    let text = std::fs::read_to_string("/proc/stat")?;
+    let line = text
+        .lines()
+        .find(|line| line.starts_with("cpu "))
+        .ok_or("no cpu line in /proc/stat")?;
+    let fields: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(str::parse)
+        .collect::<Result<_, _>>()?;
+    let field = |i: usize| fields.get(i).copied().unwrap_or(0) as f64 / TICKS;
+    // user nice system idle iowait irq softirq steal (guest time is already
+    // inside user).
+    let busy = field(0) + field(1) + field(2) + field(5) + field(6) + field(7);
+    Ok(MachineCpu {
+        busy,
+        iowait: field(4),
+        total: busy + field(3) + field(4),
+    })
 }

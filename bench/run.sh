@@ -54,6 +54,15 @@ if ! command -v nginx >/dev/null || [ ! -f "$NCHAN_MODULE" ]; then
     $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx libnginx-mod-nchan >/dev/null
 fi
 
+# A server someone else left on one of these ports would be benchmarked, and
+# written to, by mistake.
+for addr in "$OURS_ADDR" "$NCHAN_ADDR"; do
+    if (exec 3<>"/dev/tcp/${addr%:*}/${addr##*:}") 2>/dev/null; then
+        echo "$addr is taken: stop what listens there (or set OURS_PORT)" >&2
+        exit 1
+    fi
+done
+
 # The load generator holds one socket per parked poll, and so does each server.
 ulimit -n "$(ulimit -Hn)"
 if [ "$(ulimit -n)" -lt $(( ORDERS * PER_ORDER + 1000 )) ]; then

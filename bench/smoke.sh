@@ -9,6 +9,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PORT=${SMOKE_PORT:-15101}
+# A server someone else left there would be tested, and written to, instead.
+if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
+    echo "127.0.0.1:$PORT is taken: stop what listens there or set SMOKE_PORT" >&2
+    exit 1
+fi
 cargo build --quiet --bin order-tracker --example loadgen
 SCRATCH=$(mktemp -d "${TMPDIR:-/tmp}/order-tracker-smoke.XXXXXX")
 RUST_LOG=warn target/debug/order-tracker --addr "127.0.0.1:$PORT" --no-sample-orders \

@@ -17,10 +17,9 @@
 #   POLLS              poll settings, one table each ("0 1000")
 #   WRITERS            concurrent writers, one keep-alive connection each (64)
 #   ORDERS_PER_WRITER  orders each writer walks to delivered, four changes
-#                      each (64: 4,096 orders, 16,384 changes per run)
+#                      each (128: 8,192 orders, 32,768 changes per run)
 #   ROUNDS             rounds, medians shown (3); each round runs every
 #                      store once per poll setting, stores interleaved
-#   PORT               the server's port (15201)
 #   PG_ADMIN_URL       where PostgreSQL databases are created and dropped
 #                      (postgres://postgres@127.0.0.1:5432/test)
 #   SERVER_BIN         another build of the server, to compare builds
@@ -31,9 +30,8 @@ ROOT=$PWD
 STORES=${STORES:-memory sqlite postgres}
 POLLS=${POLLS:-0 1000}
 WRITERS=${WRITERS:-64}
-ORDERS_PER_WRITER=${ORDERS_PER_WRITER:-64}
+ORDERS_PER_WRITER=${ORDERS_PER_WRITER:-128}
 ROUNDS=${ROUNDS:-3}
-ADDR=127.0.0.1:${PORT:-15201}
 # Longest a single run may take (its phases are bounded at 60 s each).
 RUN_LIMIT=300
 
@@ -76,13 +74,31 @@ stop_server() {
     SERVER_PID=
 }
 
+# Starts the server on STORE_URL and sets ADDR. It listens on port 0 and
+# the kernel picks a free port, which the server logs: a fixed port could be
+# taken by someone else's server, which would then be benchmarked (and
+# written to) by mistake.
+start_server() {
+    # Warnings only, but the line saying where it listens: at info the server
+    # logs every change, which is not what is measured here.
+    RUST_LOG=warn,order_tracker::app=info "$SERVER" --addr 127.0.0.1:0 --no-sample-orders \
+        --database-url "$STORE_URL" >"$SCRATCH/server.log" 2>&1 &
+    SERVER_PID=$!
+    for _ in $(seq 600); do
+        ADDR=$(sed -n 's/.*listening addr=\([0-9.:]*\).*/\1/p' "$SCRATCH/server.log")
+        [ -z "$ADDR" ] || return 0
+        kill -0 "$SERVER_PID" 2>/dev/null || break
+        sleep 0.05
+    done
+    echo "the server did not start:" >&2
+    cat "$SCRATCH/server.log" >&2
+    exit 1
+}
+
 # run STORE POLLS OUT
 run() {
     store_open "$1"
-    # Warnings only: at info the server logs every change, which is not what
-    # is measured here (run.sh does the same).
-    RUST_LOG=warn "$SERVER" --addr "$ADDR" --no-sample-orders --database-url "$STORE_URL" &
-    SERVER_PID=$!
+    start_server
     timeout "$RUN_LIMIT" "$WRITEBENCH" run --addr "$ADDR" --pid "$SERVER_PID" \
         --writers "$WRITERS" --orders-per-writer "$ORDERS_PER_WRITER" --polls "$2" \
         --out "$3" >/dev/null

@@ -96,7 +96,7 @@ struct RunArgs {
     #[arg(long, default_value_t = 64)]
     writers: usize,
     /// Orders each writer creates and walks to delivered (four changes each).
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 128)]
     orders_per_writer: usize,
     /// Long polls parked on the orders before the writers start (at most one
     /// per order); 0 for none.
@@ -291,6 +291,11 @@ async fn run(args: &RunArgs) -> Result<Figures> {
 
     let stats_request = http::get(http::STATS_PATH, addr);
     wait_ready(addr, &stats_request, limit).await?;
+    // Whoever answers must be the server we were told of, or we would write
+    // to someone else's.
+    if cpu_seconds(args.pid).is_err() {
+        return Err(format!("no process {} (did the server start?)", args.pid).into());
+    }
 
     // 1. Setup: each writer creates its orders on its own connection.
     eprintln!("setup: {orders} orders over {} writers", args.writers);

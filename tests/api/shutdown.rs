@@ -64,8 +64,13 @@ async fn listening_addr(
 
 #[tokio::test]
 async fn the_binary_answers_parked_polls_and_exits_on_sigterm() {
+    // The default store, in a file of its own: the default path would put
+    // it in the working directory (the repository) and keep it across runs.
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let database_url = format!("sqlite:{}", dir.path().join("orders.db").display());
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_order-tracker"))
         .args(["--addr", "127.0.0.1:0", "--log-format", "json"])
+        .args(["--database-url", &database_url])
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()

@@ -8,7 +8,7 @@
 # and removes the store. Prints one table per poll setting with the ratios
 # to memory:.
 #
-#   bench/writes.sh                              # 3 rounds, ~4 min after the build
+#   bench/writes.sh                              # 5 rounds, ~2 min after the build
 #   ROUNDS=1 ORDERS_PER_WRITER=16 bench/writes.sh
 #   STORES="memory sqlite" POLLS=0 bench/writes.sh
 #
@@ -18,7 +18,7 @@
 #   WRITERS            concurrent writers, one keep-alive connection each (64)
 #   ORDERS_PER_WRITER  orders each writer walks to delivered, four changes
 #                      each (128: 8,192 orders, 32,768 changes per run)
-#   ROUNDS             rounds, medians shown (3); each round runs every
+#   ROUNDS             rounds, medians shown (5); each round runs every
 #                      store once per poll setting, stores interleaved
 #   PG_ADMIN_URL       where PostgreSQL databases are created and dropped
 #                      (postgres://postgres@127.0.0.1:5432/test)
@@ -31,7 +31,7 @@ STORES=${STORES:-memory sqlite postgres}
 POLLS=${POLLS:-0 1000}
 WRITERS=${WRITERS:-64}
 ORDERS_PER_WRITER=${ORDERS_PER_WRITER:-128}
-ROUNDS=${ROUNDS:-3}
+ROUNDS=${ROUNDS:-5}
 # Longest a single run may take (its phases are bounded at 60 s each).
 RUN_LIMIT=300
 
@@ -81,8 +81,11 @@ stop_server() {
 start_server() {
     # Warnings only, but the line saying where it listens: at info the server
     # logs every change, which is not what is measured here.
+    # Emptied here, not by the child's redirection, which may happen after
+    # the loop below has read the last server's address.
+    : >"$SCRATCH/server.log"
     RUST_LOG=warn,order_tracker::app=info "$SERVER" --addr 127.0.0.1:0 --no-sample-orders \
-        --database-url "$STORE_URL" >"$SCRATCH/server.log" 2>&1 &
+        --database-url "$STORE_URL" >>"$SCRATCH/server.log" 2>&1 &
     SERVER_PID=$!
     for _ in $(seq 600); do
         ADDR=$(sed -n 's/.*listening addr=\([0-9.:]*\).*/\1/p' "$SCRATCH/server.log")
@@ -99,9 +102,13 @@ start_server() {
 run() {
     store_open "$1"
     start_server
-    timeout "$RUN_LIMIT" "$WRITEBENCH" run --addr "$ADDR" --pid "$SERVER_PID" \
+    if ! timeout "$RUN_LIMIT" "$WRITEBENCH" run --addr "$ADDR" --pid "$SERVER_PID" \
         --writers "$WRITERS" --orders-per-writer "$ORDERS_PER_WRITER" --polls "$2" \
-        --out "$3" >/dev/null
+        --out "$3" >/dev/null; then
+        echo "the run failed; the server's log ends with:" >&2
+        tail -20 "$SCRATCH/server.log" >&2
+        exit 1
+    fi
     stop_server
     store_close
 }

@@ -211,15 +211,20 @@ pub fn track(host: SocketAddr, id: &str, version: u64, timeout: u64) -> Vec<u8> 
 pub async fn wait_ready(addr: SocketAddr, request: &[u8], limit: Duration) -> Result<()> {
     let deadline = Instant::now() + limit;
     loop {
-        if let Ok(mut conn) = Conn::open(addr).await {
-            if let Ok(response) = conn.send(request).await {
-                if response.status == 200 {
-                    return Ok(());
-                }
-            }
-        }
+        let last = match Conn::open(addr).await {
+            Ok(mut conn) => match conn.send(request).await {
+                Ok(response) if response.status == 200 => return Ok(()),
+                Ok(response) => format!(
+                    "HTTP {}: {}",
+                    response.status,
+                    String::from_utf8_lossy(&response.body)
+                ),
+                Err(err) => err.to_string(),
+            },
+            Err(err) => err.to_string(),
+        };
         if Instant::now() >= deadline {
-            return Err(format!("{addr} did not answer within {limit:?}").into());
+            return Err(format!("{addr} did not answer 200 within {limit:?}; last: {last}").into());
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -476,10 +476,15 @@ fn table(memory: &[Figures], sqlite: &[Figures], postgres: &[Figures]) -> String
             .collect::<Vec<_>>()
             .join(" ")
     };
+    // Each round's ratio takes five characters and a space.
+    let rounds = memory.len().max(sqlite.len()).max(postgres.len());
+    let w = (rounds * 5)
+        .saturating_sub(1)
+        .max("sqlite/mem per round".len());
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "| {:<34} | {:>8} | {:>8} | {:>8} | {:>10} | {:>10} | {:<22} | {:<22} |",
+        "| {:<34} | {:>8} | {:>8} | {:>8} | {:>10} | {:>10} | {:<w$} | {:<w$} |",
         "figure (median of rounds)",
         "memory",
         "sqlite",
@@ -498,14 +503,14 @@ fn table(memory: &[Figures], sqlite: &[Figures], postgres: &[Figures]) -> String
         "-".repeat(10),
         "-".repeat(12),
         "-".repeat(12),
-        "-".repeat(24),
-        "-".repeat(24),
+        "-".repeat(w + 2),
+        "-".repeat(w + 2),
     );
     for Row(label, key) in ROWS {
         let (m, s, p) = (med(memory, key), med(sqlite, key), med(postgres, key));
         let _ = writeln!(
             out,
-            "| {:<34} | {:>8} | {:>8} | {:>8} | {:>10} | {:>10} | {:<22} | {:<22} |",
+            "| {:<34} | {:>8} | {:>8} | {:>8} | {:>10} | {:>10} | {:<w$} | {:<w$} |",
             label,
             format_value(m),
             format_value(s),

@@ -476,10 +476,12 @@ fn table(memory: &[Figures], sqlite: &[Figures], postgres: &[Figures]) -> String
             .collect::<Vec<_>>()
             .join(" ")
     };
-    // Each round's ratio takes five characters and a space.
-    let rounds = memory.len().max(sqlite.len()).max(postgres.len());
-    let w = (rounds * 5)
-        .saturating_sub(1)
+    let w = ROWS
+        .iter()
+        .flat_map(|Row(_, key)| [per_round(sqlite, key), per_round(postgres, key)])
+        .map(|text| text.len())
+        .max()
+        .unwrap_or(0)
         .max("sqlite/mem per round".len());
     let mut out = String::new();
     let _ = writeln!(

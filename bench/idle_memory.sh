@@ -15,6 +15,10 @@ ORDERS=${ORDERS:-200000}
 PORT=${PORT:-15201}
 IDLE=${IDLE:-180}
 
+if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
+    echo "127.0.0.1:$PORT is taken: stop what listens there or set PORT" >&2
+    exit 1
+fi
 cargo build --release --quiet --bin order-tracker --example idle_memory
 SCRATCH=$(mktemp -d "${TMPDIR:-/tmp}/order-tracker-idle.XXXXXX")
 RUST_LOG=warn target/release/order-tracker --addr "127.0.0.1:$PORT" --no-sample-orders \

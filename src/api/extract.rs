@@ -93,19 +93,11 @@ where
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let method = request.method().as_str().to_owned();
-        let path = request.uri().path().to_owned();
-        let key = idempotency_key(request.headers())?;
         let if_match = if_match(request.headers())?;
-        let AppJson(value) = AppJson::<serde_json::Value>::from_request(request, state).await?;
-        let body = T::deserialize(&value).map_err(|err| {
-            ApiError::InvalidBody(format!(
-                "Failed to deserialize the JSON body into the target type: {err}"
-            ))
-        })?;
+        let KeyedJson { body, idempotency } = KeyedJson::from_request(request, state).await?;
         Ok(WriteRequest {
             body,
-            idempotency: key.map(|key| IdempotencyKey::new(&method, &path, key, &value)),
+            idempotency,
             if_match,
         })
     }

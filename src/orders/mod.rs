@@ -579,104 +579,16 @@ pub(crate) fn new_order_id() -> OrderId {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::Ordering;
     use std::time::Duration;
 
-    use async_trait::async_trait;
-    use tokio::sync::Notify;
     use tokio_util::sync::CancellationToken;
 
     use super::*;
     use crate::domain::NewOrderInput;
-    use crate::store::{Commit, CommitOutcome, IdempotencyRecord, MemoryStore};
+    use crate::store::faulty::FaultyStore;
+    use crate::store::MemoryStore;
     use crate::tracking::Limits;
-
-    /// A memory store whose commits can be held at the door, to stop a
-    /// writer mid-commit.
-    #[derive(Default)]
-    struct GatedStore {
-        inner: MemoryStore,
-        hold: AtomicBool,
-        reached: Notify,
-        release: Notify,
-        /// Commit, then report a failure: a connection lost during COMMIT.
-        lose_ack: AtomicBool,
-    }
-
-    #[async_trait]
-    impl OrderStore for GatedStore {
-        async fn commit(&self, batch: &[Commit]) -> Result<Vec<CommitOutcome>, StoreError> {
-            if self.hold.load(Ordering::SeqCst) {
-                self.reached.notify_one();
-                self.release.notified().await;
-            }
-            let outcomes = self.inner.commit(batch).await?;
-            if self.lose_ack.load(Ordering::SeqCst) {
-                return Err(StoreError::Backend("connection lost during COMMIT".into()));
-            }
-            Ok(outcomes)
-        }
-        async fn get(&self, id: &OrderId) -> Result<Option<Order>, StoreError> {
-            self.inner.get(id).await
-        }
-        async fn history(
-            &self,
-            id: &OrderId,
-            after: Version,
-            limit: usize,
-        ) -> Result<Vec<Event>, StoreError> {
-            self.inner.history(id, after, limit).await
-        }
-        async fn count_by_status(&self) -> Result<BTreeMap<OrderStatus, u64>, StoreError> {
-            self.inner.count_by_status().await
-        }
-        async fn idempotency(
-            &self,
-            scope: &str,
-            key: &str,
-            since: crate::domain::Timestamp,
-        ) -> Result<Option<IdempotencyRecord>, StoreError> {
-            self.inner.idempotency(scope, key, since).await
-        }
-        async fn save_idempotency(&self, record: &IdempotencyRecord) -> Result<bool, StoreError> {
-            self.inner.save_idempotency(record).await
-        }
-        async fn purge_idempotency(
-            &self,
-            before: crate::domain::Timestamp,
-        ) -> Result<u64, StoreError> {
-            self.inner.purge_idempotency(before).await
-        }
-        async fn save_run(&self, run: &BackgroundRun) -> Result<(), StoreError> {
-            self.inner.save_run(run).await
-        }
-        async fn end_run(&self, kind: &str, id: &OrderId) -> Result<(), StoreError> {
-            self.inner.end_run(kind, id).await
-        }
-        async fn runs(&self, kind: &str) -> Result<Vec<BackgroundRun>, StoreError> {
-            self.inner.runs(kind).await
-        }
-        async fn save_request_record(
-            &self,
-            side: &str,
-            id: &OrderId,
-            record: &serde_json::Value,
-            idempotency: Option<&IdempotencyRecord>,
-        ) -> Result<bool, StoreError> {
-            self.inner
-                .save_request_record(side, id, record, idempotency)
-                .await
-        }
-        async fn request_records(&self, side: &str) -> Result<Vec<RequestRecord>, StoreError> {
-            self.inner.request_records(side).await
-        }
-        async fn ping(&self) -> Result<(), StoreError> {
-            Ok(())
-        }
-        fn backend(&self) -> &'static str {
-            "gated"
-        }
-    }
 
     fn draft(id: &str) -> NewOrder {
         let input: NewOrderInput = serde_json::from_value(serde_json::json!({
@@ -703,7 +615,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_caller_that_hangs_up_mid_commit_still_wakes_the_pollers() {
-        let store = Arc::new(GatedStore::default());
+        let store = Arc::new(FaultyStore::default());
         let service = service(Arc::clone(&store) as Arc<dyn OrderStore>);
         let id: OrderId = "o1".parse().unwrap();
         service.create(draft("o1")).await.unwrap();
@@ -743,7 +655,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_commit_whose_answer_was_lost_still_reaches_the_pollers() {
-        let store = Arc::new(GatedStore::default());
+        let store = Arc::new(FaultyStore::default());
         let service = service(Arc::clone(&store) as Arc<dyn OrderStore>);
         let id: OrderId = "o1".parse().unwrap();
         service.create(draft("o1")).await.unwrap();
@@ -771,7 +683,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_key_still_in_flight_is_refused_then_replayed() {
-        let store = Arc::new(GatedStore::default());
+        let store = Arc::new(FaultyStore::default());
         let service = service(Arc::clone(&store) as Arc<dyn OrderStore>);
         let id: OrderId = "o1".parse().unwrap();
         service.create(draft("o1")).await.unwrap();
@@ -803,7 +715,7 @@ mod tests {
 
     #[tokio::test]
     async fn concurrent_changes_are_batched_and_gap_free() {
-        let store = Arc::new(GatedStore::default());
+        let store = Arc::new(FaultyStore::default());
         let service = service(Arc::clone(&store) as Arc<dyn OrderStore>);
         for n in 0..20 {
             service.create(draft(&format!("o{n}"))).await.unwrap();

@@ -168,97 +168,15 @@ impl<T: Clone + Serialize + DeserializeOwned> Writer<'_, T> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-    use std::sync::atomic::AtomicBool;
-
-    use async_trait::async_trait;
     use tokio_util::sync::CancellationToken;
 
     use super::*;
-    use crate::domain::{Event, Order, OrderStatus, PollPolicy, Timestamp, Version};
+    use crate::domain::PollPolicy;
     use crate::orders::{Clock, TimeoutSettings};
-    use crate::store::{
-        BackgroundRun, Commit, CommitOutcome, IdempotencyRecord, MemoryStore, OrderStore,
-        RequestRecord,
-    };
+    use crate::store::faulty::FaultyStore;
     use crate::tracking::{Hub, Limits};
 
-    /// A memory store whose record writes fail while `failing` is set, as a
-    /// full disk or a lost database connection would.
-    #[derive(Default)]
-    struct FlakyStore {
-        inner: MemoryStore,
-        failing: AtomicBool,
-    }
-
-    #[async_trait]
-    impl OrderStore for FlakyStore {
-        async fn commit(&self, batch: &[Commit]) -> Result<Vec<CommitOutcome>, StoreError> {
-            self.inner.commit(batch).await
-        }
-        async fn get(&self, id: &OrderId) -> Result<Option<Order>, StoreError> {
-            self.inner.get(id).await
-        }
-        async fn history(
-            &self,
-            id: &OrderId,
-            after: Version,
-            limit: usize,
-        ) -> Result<Vec<Event>, StoreError> {
-            self.inner.history(id, after, limit).await
-        }
-        async fn count_by_status(&self) -> Result<BTreeMap<OrderStatus, u64>, StoreError> {
-            self.inner.count_by_status().await
-        }
-        async fn idempotency(
-            &self,
-            scope: &str,
-            key: &str,
-            since: Timestamp,
-        ) -> Result<Option<IdempotencyRecord>, StoreError> {
-            self.inner.idempotency(scope, key, since).await
-        }
-        async fn save_idempotency(&self, record: &IdempotencyRecord) -> Result<bool, StoreError> {
-            self.inner.save_idempotency(record).await
-        }
-        async fn purge_idempotency(&self, before: Timestamp) -> Result<u64, StoreError> {
-            self.inner.purge_idempotency(before).await
-        }
-        async fn save_run(&self, run: &BackgroundRun) -> Result<(), StoreError> {
-            self.inner.save_run(run).await
-        }
-        async fn end_run(&self, kind: &str, id: &OrderId) -> Result<(), StoreError> {
-            self.inner.end_run(kind, id).await
-        }
-        async fn runs(&self, kind: &str) -> Result<Vec<BackgroundRun>, StoreError> {
-            self.inner.runs(kind).await
-        }
-        async fn save_request_record(
-            &self,
-            side: &str,
-            id: &OrderId,
-            record: &serde_json::Value,
-            idempotency: Option<&IdempotencyRecord>,
-        ) -> Result<bool, StoreError> {
-            if self.failing.load(Ordering::SeqCst) {
-                return Err(StoreError::Backend("disk full".into()));
-            }
-            self.inner
-                .save_request_record(side, id, record, idempotency)
-                .await
-        }
-        async fn request_records(&self, side: &str) -> Result<Vec<RequestRecord>, StoreError> {
-            self.inner.request_records(side).await
-        }
-        async fn ping(&self) -> Result<(), StoreError> {
-            Ok(())
-        }
-        fn backend(&self) -> &'static str {
-            "flaky"
-        }
-    }
-
-    fn service(store: Arc<FlakyStore>) -> OrderService {
+    fn service(store: Arc<FaultyStore>) -> OrderService {
         OrderService::new(
             store,
             Hub::new(Limits::default(), CancellationToken::new()),
@@ -270,7 +188,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_refused_write_changes_nothing_and_a_reload_sees_what_was_stored() {
-        let store = Arc::new(FlakyStore::default());
+        let store = Arc::new(FaultyStore::default());
         let book: RecordBook<Vec<String>> = RecordBook::load("test", service(Arc::clone(&store)))
             .await
             .unwrap();
@@ -278,7 +196,7 @@ mod tests {
         book.write(&b).await.put(vec!["b1".into()]).await.unwrap();
         book.write(&a).await.put(vec!["a1".into()]).await.unwrap();
 
-        store.failing.store(true, Ordering::SeqCst);
+        store.refuse_records.store(true, Ordering::SeqCst);
         let refused = book
             .write(&a)
             .await
@@ -295,7 +213,7 @@ mod tests {
         assert_eq!(book.get(&a), Some(vec!["a1".to_owned()]));
         assert_eq!(book.len(), 2);
 
-        store.failing.store(false, Ordering::SeqCst);
+        store.refuse_records.store(false, Ordering::SeqCst);
         book.write(&a)
             .await
             .put(vec!["a1".into(), "a3".into()])

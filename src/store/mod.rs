@@ -32,6 +32,8 @@ use crate::domain::{Event, Order, OrderId, OrderSnapshot, OrderStatus, Timestamp
 
 #[cfg(test)]
 mod contract;
+#[cfg(test)]
+pub(crate) mod faulty;
 mod memory;
 mod postgres;
 mod sqlite;

@@ -1,0 +1,104 @@
+//! A test store: the in-memory store with faults that tests switch on, to
+//! stop a writer mid-commit, lose a commit's answer, or refuse writes.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use async_trait::async_trait;
+use tokio::sync::Notify;
+
+use super::{
+    BackgroundRun, Commit, CommitOutcome, IdempotencyRecord, MemoryStore, OrderStore,
+    RequestRecord, StoreError,
+};
+use crate::domain::{Event, Order, OrderId, OrderStatus, Timestamp, Version};
+
+#[derive(Default)]
+pub(crate) struct FaultyStore {
+    /// Where the data really goes.
+    pub inner: MemoryStore,
+    /// Commits wait at the door: `reached` is notified, then they wait for
+    /// `release`.
+    pub hold: AtomicBool,
+    pub reached: Notify,
+    pub release: Notify,
+    /// Commit, then report a failure: a connection lost during COMMIT.
+    pub lose_ack: AtomicBool,
+    /// Order-request record writes fail, as on a full disk.
+    pub refuse_records: AtomicBool,
+}
+
+#[async_trait]
+impl OrderStore for FaultyStore {
+    async fn commit(&self, batch: &[Commit]) -> Result<Vec<CommitOutcome>, StoreError> {
+        if self.hold.load(Ordering::SeqCst) {
+            self.reached.notify_one();
+            self.release.notified().await;
+        }
+        let outcomes = self.inner.commit(batch).await?;
+        if self.lose_ack.load(Ordering::SeqCst) {
+            return Err(StoreError::Backend("connection lost during COMMIT".into()));
+        }
+        Ok(outcomes)
+    }
+    async fn get(&self, id: &OrderId) -> Result<Option<Order>, StoreError> {
+        self.inner.get(id).await
+    }
+    async fn history(
+        &self,
+        id: &OrderId,
+        after: Version,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
+        self.inner.history(id, after, limit).await
+    }
+    async fn count_by_status(&self) -> Result<BTreeMap<OrderStatus, u64>, StoreError> {
+        self.inner.count_by_status().await
+    }
+    async fn idempotency(
+        &self,
+        scope: &str,
+        key: &str,
+        since: Timestamp,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        self.inner.idempotency(scope, key, since).await
+    }
+    async fn save_idempotency(&self, record: &IdempotencyRecord) -> Result<bool, StoreError> {
+        self.inner.save_idempotency(record).await
+    }
+    async fn purge_idempotency(&self, before: Timestamp) -> Result<u64, StoreError> {
+        self.inner.purge_idempotency(before).await
+    }
+    async fn save_run(&self, run: &BackgroundRun) -> Result<(), StoreError> {
+        self.inner.save_run(run).await
+    }
+    async fn end_run(&self, kind: &str, id: &OrderId) -> Result<(), StoreError> {
+        self.inner.end_run(kind, id).await
+    }
+    async fn runs(&self, kind: &str) -> Result<Vec<BackgroundRun>, StoreError> {
+        self.inner.runs(kind).await
+    }
+    async fn save_request_record(
+        &self,
+        side: &str,
+        id: &OrderId,
+        record: &serde_json::Value,
+        idempotency: Option<&IdempotencyRecord>,
+    ) -> Result<bool, StoreError> {
+        if self.refuse_records.load(Ordering::SeqCst) {
+            return Err(StoreError::Backend("disk full".into()));
+        }
+        self.inner
+            .save_request_record(side, id, record, idempotency)
+            .await
+    }
+    async fn request_records(&self, side: &str) -> Result<Vec<RequestRecord>, StoreError> {
+        self.inner.request_records(side).await
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn backend(&self) -> &'static str {
+        "faulty"
+    }
+}

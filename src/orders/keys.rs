@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-use super::{writer, InFlight, OrderService, Result, ServiceError};
+use super::{InFlight, OrderService, Result, ServiceError};
 use crate::store::{IdempotencyRecord, StoredAnswer};
 
 /// A request's `Idempotency-Key`, with what it is scoped to.
@@ -182,7 +182,7 @@ impl OrderService {
     /// The answer stored for `key` within the last 24 hours, if any;
     /// [`ServiceError::KeyReused`] if it answered a different request.
     pub(super) async fn stored(&self, key: &IdempotencyKey) -> Result<Option<StoredAnswer>> {
-        let since = writer::key_cutoff(self.inner.clock.now());
+        let since = crate::store::idempotency_cutoff(self.inner.clock.now());
         let Some(record) = self
             .inner
             .store

@@ -390,20 +390,11 @@ impl OrderService {
         self.load(id).await
     }
 
-    /// Reads the order from the store and publishes it to the hub (which
-    /// keeps the newer of what it has and this); returns the hub's latest.
+    /// Reads the order from the store into the hub; returns the hub's latest.
     async fn load(&self, id: &OrderId) -> Result<Arc<OrderSnapshot>> {
-        let order = self
-            .inner
-            .store
-            .get(id)
+        load_into_hub(self.inner.store.as_ref(), &self.inner.hub, id)
             .await?
-            .ok_or_else(|| ServiceError::NotFound(id.clone()))?;
-        let loaded = Arc::new(OrderSnapshot::new(order));
-        self.inner.hub.publish(Arc::clone(&loaded));
-        // A newer version may have overtaken it, never an older one; if the
-        // hub dropped the order meanwhile, what we read is still true.
-        Ok(self.inner.hub.latest(id).unwrap_or(loaded))
+            .ok_or_else(|| ServiceError::NotFound(id.clone()))
     }
 
     /// A page of the order's events after version `after`, oldest first.
@@ -552,9 +543,26 @@ impl OrderService {
 
     /// Forgets idempotency keys older than their 24 hours; returns how many.
     pub async fn purge_idempotency_keys(&self) -> Result<u64> {
-        let before = writer::key_cutoff(self.inner.clock.now());
+        let before = crate::store::idempotency_cutoff(self.inner.clock.now());
         Ok(self.inner.store.purge_idempotency(before).await?)
     }
+}
+
+/// Reads `id` from the store and publishes it to the hub, which keeps the
+/// newer of what it has and this; returns the hub's latest (or what was read,
+/// if the hub dropped the order meanwhile: it is still true). `None` if the
+/// store has no such order.
+pub(crate) async fn load_into_hub(
+    store: &dyn OrderStore,
+    hub: &Hub,
+    id: &OrderId,
+) -> Result<Option<Arc<OrderSnapshot>>, StoreError> {
+    let Some(order) = store.get(id).await? else {
+        return Ok(None);
+    };
+    let loaded = Arc::new(OrderSnapshot::new(order));
+    hub.publish(Arc::clone(&loaded));
+    Ok(Some(hub.latest(id).unwrap_or(loaded)))
 }
 
 /// An idempotency key in progress; released on drop, even when the caller

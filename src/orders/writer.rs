@@ -13,8 +13,8 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Applied, Command, Target};
-use crate::domain::{Event, EventKind, Order, OrderId, OrderSnapshot, Timestamp};
-use crate::orders::{new_order_id, Clock, ServiceError};
+use crate::domain::{Event, EventKind, Order, OrderId, OrderSnapshot};
+use crate::orders::{load_into_hub, new_order_id, Clock, ServiceError};
 use crate::store::{
     Commit, CommitOutcome, IdempotencyRecord, OrderStore, StoreError, StoredAnswer,
 };
@@ -108,7 +108,7 @@ impl Writer {
     /// race with another writer, to try again.
     async fn batch(&self, jobs: Vec<Job>) -> Vec<Job> {
         // Each order's state as of the commits decided so far in this batch.
-        let mut latest: HashMap<OrderId, Order> = HashMap::new();
+        let mut latest: HashMap<OrderId, Arc<OrderSnapshot>> = HashMap::new();
         let mut pending = Vec::with_capacity(jobs.len());
         for job in jobs {
             match self.decide(&job, &mut latest).await {
@@ -177,7 +177,7 @@ impl Writer {
     async fn decide(
         &self,
         job: &Job,
-        latest: &mut HashMap<OrderId, Order>,
+        latest: &mut HashMap<OrderId, Arc<OrderSnapshot>>,
     ) -> Result<Decision, ServiceError> {
         let command = &job.command;
         let now = self.clock.now();
@@ -189,27 +189,28 @@ impl Writer {
             }
             Target::Change { id, change } => {
                 let current = match latest.get(id) {
-                    Some(order) => order.clone(),
+                    Some(snapshot) => Arc::clone(snapshot),
                     // After a lost race the cache may be stale: ask the store.
                     None => self.current(id, job.attempts > 0).await?,
                 };
+                let version = current.version();
                 if let Some(expected) = command.if_match {
-                    if current.version != expected {
+                    if version != expected {
                         return Err(ServiceError::PreconditionFailed {
                             id: id.clone(),
                             expected,
-                            current: current.version,
+                            current: version,
                         });
                     }
                 }
-                match current.apply(change, now)? {
-                    Some(next) => (next, Some(current.version), EventKind::of(change)),
-                    None => return Ok(Decision::Unchanged(self.snapshot_of(current))),
+                match current.order().apply(change, now)? {
+                    Some(next) => (next, Some(version), EventKind::of(change)),
+                    None => return Ok(Decision::Unchanged(current)),
                 }
             }
         };
-        latest.insert(next.id.clone(), next.clone());
         let snapshot = Arc::new(OrderSnapshot::new(next));
+        latest.insert(snapshot.order().id.clone(), Arc::clone(&snapshot));
         let order = snapshot.order();
         let key = command.idempotency.as_ref();
         let event = Event::for_order(
@@ -239,27 +240,19 @@ impl Writer {
 
     /// The order as last committed: the hub's copy unless `reload`, else the
     /// store's (which also refreshes the hub).
-    async fn current(&self, id: &OrderId, reload: bool) -> Result<Order, ServiceError> {
+    async fn current(
+        &self,
+        id: &OrderId,
+        reload: bool,
+    ) -> Result<Arc<OrderSnapshot>, ServiceError> {
         if !reload {
             if let Some(snapshot) = self.hub.latest(id) {
-                return Ok(snapshot.order().clone());
+                return Ok(snapshot);
             }
         }
-        let order = self
-            .store
-            .get(id)
+        load_into_hub(self.store.as_ref(), &self.hub, id)
             .await?
-            .ok_or_else(|| ServiceError::NotFound(id.clone()))?;
-        self.hub
-            .publish(Arc::new(OrderSnapshot::new(order.clone())));
-        Ok(order)
-    }
-
-    fn snapshot_of(&self, order: Order) -> Arc<OrderSnapshot> {
-        match self.hub.latest(&order.id) {
-            Some(snapshot) if snapshot.version() == order.version => snapshot,
-            _ => Arc::new(OrderSnapshot::new(order)),
-        }
+            .ok_or_else(|| ServiceError::NotFound(id.clone()))
     }
 }
 
@@ -273,9 +266,8 @@ async fn catch_up(store: Arc<dyn OrderStore>, hub: Hub, commits: Vec<Commit>) {
         if !seen.insert(id) {
             continue;
         }
-        if let Ok(Some(order)) = store.get(id).await {
-            hub.publish(Arc::new(OrderSnapshot::new(order)));
-        }
+        // Best effort: the safety net for a failure already reported.
+        let _ = load_into_hub(store.as_ref(), &hub, id).await;
     }
 }
 
@@ -294,10 +286,4 @@ fn log_change(commit: &Commit) {
         updated_by = commit.event.attribution.updated_by.as_deref(),
         "order changed"
     );
-}
-
-/// The time to stamp idempotency records with; exposed for the service's
-/// lookups, which must use the same clock.
-pub(super) fn key_cutoff(now: Timestamp) -> Timestamp {
-    now.plus(-crate::store::idempotency_ttl())
 }

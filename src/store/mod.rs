@@ -188,11 +188,16 @@ pub fn idempotency_ttl() -> chrono::TimeDelta {
     chrono::TimeDelta::hours(24)
 }
 
+/// Keys stored before this, seen at `now`, have expired.
+pub fn idempotency_cutoff(now: Timestamp) -> Timestamp {
+    now.plus(-idempotency_ttl())
+}
+
 impl IdempotencyRecord {
     /// A record of the same key stored before this instant has expired, and
     /// this one may replace it.
     pub fn expires_before(&self) -> Timestamp {
-        self.created_at.plus(-idempotency_ttl())
+        idempotency_cutoff(self.created_at)
     }
 }
 

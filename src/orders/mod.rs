@@ -548,6 +548,24 @@ impl OrderService {
     }
 }
 
+#[cfg(test)]
+impl OrderService {
+    /// A service on `store` with the default settings and the tokio clock,
+    /// whose hub stops with `shutdown`: for unit tests.
+    pub(crate) fn for_tests(
+        store: Arc<dyn OrderStore>,
+        shutdown: &tokio_util::sync::CancellationToken,
+    ) -> OrderService {
+        OrderService::new(
+            store,
+            Hub::new(crate::tracking::Limits::default(), shutdown.clone()),
+            PollPolicy::default(),
+            TimeoutSettings::default(),
+            Clock::tokio(),
+        )
+    }
+}
+
 /// Reads `id` from the store and publishes it to the hub, which keeps the
 /// newer of what it has and this; returns the hub's latest (or what was read,
 /// if the hub dropped the order meanwhile: it is still true). `None` if the
@@ -596,7 +614,6 @@ mod tests {
     use crate::domain::NewOrderInput;
     use crate::store::faulty::FaultyStore;
     use crate::store::MemoryStore;
-    use crate::tracking::Limits;
 
     fn draft(id: &str) -> NewOrder {
         let input: NewOrderInput = serde_json::from_value(serde_json::json!({
@@ -611,14 +628,7 @@ mod tests {
     }
 
     fn service(store: Arc<dyn OrderStore>) -> OrderService {
-        let hub = Hub::new(Limits::default(), CancellationToken::new());
-        OrderService::new(
-            store,
-            hub,
-            PollPolicy::default(),
-            TimeoutSettings::default(),
-            Clock::System,
-        )
+        OrderService::for_tests(store, &CancellationToken::new())
     }
 
     #[tokio::test]

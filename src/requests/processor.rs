@@ -531,22 +531,15 @@ mod tests {
     use tokio_stream::StreamExt;
 
     use super::*;
-    use crate::domain::{PollPolicy, TimeScale};
-    use crate::orders::{Clock, TimeoutSettings};
+    use crate::domain::TimeScale;
+
     use crate::requests::sellers::Scenario;
     use crate::store::MemoryStore;
-    use crate::tracking::{Hub, Limits};
 
     async fn processor() -> (Processor, CancellationToken, TaskTracker) {
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
-        let service = OrderService::new(
-            Arc::new(MemoryStore::new()),
-            Hub::new(Limits::default(), shutdown.clone()),
-            PollPolicy::default(),
-            TimeoutSettings::default(),
-            Clock::tokio(),
-        );
+        let service = OrderService::for_tests(Arc::new(MemoryStore::new()), &shutdown);
         let processor = Processor::load(service, tracker.clone(), shutdown.clone())
             .await
             .unwrap();

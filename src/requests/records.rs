@@ -171,19 +171,11 @@ mod tests {
     use tokio_util::sync::CancellationToken;
 
     use super::*;
-    use crate::domain::PollPolicy;
-    use crate::orders::{Clock, TimeoutSettings};
+
     use crate::store::faulty::FaultyStore;
-    use crate::tracking::{Hub, Limits};
 
     fn service(store: Arc<FaultyStore>) -> OrderService {
-        OrderService::new(
-            store,
-            Hub::new(Limits::default(), CancellationToken::new()),
-            PollPolicy::default(),
-            TimeoutSettings::default(),
-            Clock::tokio(),
-        )
+        OrderService::for_tests(store, &CancellationToken::new())
     }
 
     #[tokio::test]

@@ -954,11 +954,9 @@ mod tests {
     use async_trait::async_trait;
 
     use super::*;
-    use crate::domain::PollPolicy;
-    use crate::orders::{Clock, TimeoutSettings};
+
     use crate::requests::model::InitiateInput;
     use crate::store::MemoryStore;
-    use crate::tracking::{Hub, Limits};
 
     /// A link whose streams misbehave in ways the real processor cannot be
     /// made to: the requestor must still free the slot.
@@ -990,13 +988,7 @@ mod tests {
     async fn requestor(link: BrokenLink) -> (Requestor, TaskTracker) {
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
-        let service = OrderService::new(
-            Arc::new(MemoryStore::new()),
-            Hub::new(Limits::default(), shutdown.clone()),
-            PollPolicy::default(),
-            TimeoutSettings::default(),
-            Clock::tokio(),
-        );
+        let service = OrderService::for_tests(Arc::new(MemoryStore::new()), &shutdown);
         let requestor = Requestor::load(
             service,
             Arc::new(link),

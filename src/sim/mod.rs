@@ -340,20 +340,12 @@ mod tests {
     use std::panic::{catch_unwind, AssertUnwindSafe};
 
     use super::*;
-    use crate::domain::PollPolicy;
-    use crate::orders::{Clock, TimeoutSettings};
+
     use crate::store::MemoryStore;
-    use crate::tracking::{Hub, Limits};
 
     fn simulator() -> Simulator {
         let shutdown = CancellationToken::new();
-        let service = OrderService::new(
-            Arc::new(MemoryStore::new()),
-            Hub::new(Limits::default(), shutdown.clone()),
-            PollPolicy::default(),
-            TimeoutSettings::default(),
-            Clock::tokio(),
-        );
+        let service = OrderService::for_tests(Arc::new(MemoryStore::new()), &shutdown);
         Simulator::new(service, TaskTracker::new(), shutdown)
     }
 

@@ -73,7 +73,11 @@ impl Parts {
         let store = crate::store::open(&config.database_url, config.db_pool_size).await?;
         tracing::info!(backend = store.backend(), "store open");
         let hub = Hub::new(config.limits(), shutdown.clone());
-        let service = OrderService::new(store, hub, policy, timeouts, clock);
+        let instance_id = config.instance_id();
+        let service = OrderService::new(store, hub, policy, timeouts, clock, instance_id);
+        service
+            .start_feed(config.sweep_interval, shutdown.clone())
+            .await?;
         tracker.spawn(maintain(
             service.clone(),
             config.idle_eviction(),
@@ -167,7 +171,7 @@ impl Application {
                 addr: config.addr.clone(),
                 source,
             })?;
-        tracing::info!(addr = %local_addr, "listening");
+        tracing::info!(addr = %local_addr, instance_id = service.instance_id(), backend = service.backend(), "listening");
         Ok(Application {
             listener,
             app,

@@ -115,6 +115,18 @@ pub struct Config {
     #[arg(long, env = "ORDER_TRACKER_PROCESSING_SPEED", default_value = "1", value_parser = parse_speed)]
     pub processing_speed: TimeScale,
 
+    /// This instance's name among those sharing one database (in logs,
+    /// stats, health, and as the owner of background work). Default:
+    /// the host name and a random suffix, new at every start.
+    #[arg(long, env = "ORDER_TRACKER_INSTANCE_ID", value_parser = parse_instance_id)]
+    pub instance_id: Option<String>,
+
+    /// Seconds between safety sweeps with a shared (PostgreSQL) store: each
+    /// compares every order cached here with the database, so a lost change
+    /// notification costs at most this long in staleness.
+    #[arg(long, env = "ORDER_TRACKER_SWEEP_INTERVAL", default_value = "5", value_parser = parse_seconds)]
+    pub sweep_interval: Duration,
+
     /// Pending-connection queue length of the listening socket.
     #[arg(long, env = "ORDER_TRACKER_LISTEN_BACKLOG", default_value_t = DEFAULT_LISTEN_BACKLOG)]
     pub listen_backlog: u32,
@@ -131,6 +143,31 @@ pub enum ConfigError {
 
 fn parse_speed(text: &str) -> Result<TimeScale, String> {
     TimeScale::parse(text).map_err(|err| err.to_string())
+}
+
+/// A positive number of seconds, fractions allowed (`0.5`), at most a day.
+fn parse_seconds(text: &str) -> Result<Duration, String> {
+    let secs: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{text}' is not a number of seconds"))?;
+    if !(0.01..=86_400.0).contains(&secs) {
+        return Err(format!("{secs} s is out of range: use 0.01 to 86400"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// 1 to 64 characters of letters, digits, `.`, `_`, `-` and `:`.
+fn parse_instance_id(text: &str) -> Result<String, String> {
+    let ok = (1..=64).contains(&text.len())
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':'));
+    if ok {
+        Ok(text.to_owned())
+    } else {
+        Err("use 1 to 64 letters, digits, '.', '_', '-' or ':'".into())
+    }
 }
 
 fn parse_interval(text: &str) -> Result<(OrderStatus, u64), String> {
@@ -190,6 +227,20 @@ impl Config {
 
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace)
+    }
+
+    /// `--instance-id`, or the host name with a random suffix.
+    pub fn instance_id(&self) -> String {
+        self.instance_id.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .or_else(|| std::env::var("HOSTNAME").ok())
+                .map(|h| h.trim().to_owned())
+                .filter(|h| parse_instance_id(h).is_ok() && h.len() <= 55)
+                .unwrap_or_else(|| "order-tracker".into());
+            let suffix = uuid::Uuid::new_v4().simple().to_string();
+            format!("{host}-{}", &suffix[..8])
+        })
     }
 }
 

@@ -40,6 +40,7 @@ as restaurant, or `expired`. Requestor and processor records (requests, notes, s
         processor::processor_details,
         system::stats,
         system::health,
+        system::ready,
     ),
     components(schemas(crate::domain::Order, crate::domain::OrderStatus, super::error::ErrorBody)),
     tags(

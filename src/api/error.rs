@@ -52,6 +52,9 @@ pub enum ApiError {
     MethodNotAllowed { method: String, path: String },
     #[error("the server hit an unexpected problem")]
     Panicked,
+    /// Readiness failed: why, for the operator (no client data in it).
+    #[error("{0}")]
+    NotReady(String),
 }
 
 pub type Result<T, E = ApiError> = std::result::Result<T, E>;
@@ -93,6 +96,7 @@ impl ApiError {
             ApiError::NoRoute { .. } => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Panicked => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Service(err) | ApiError::Simulation(SimError::Service(err)) => {
                 service_status(err)
             }
@@ -125,6 +129,7 @@ impl ApiError {
             ApiError::NoRoute { .. } => "not_found",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::Panicked => "internal_error",
+            ApiError::NotReady(_) => "not_ready",
             ApiError::Service(err) | ApiError::Simulation(SimError::Service(err)) => {
                 service_code(err)
             }
@@ -205,7 +210,9 @@ fn request_code(err: &RequestError) -> &'static str {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status_code();
-        let message = if status.is_server_error() && !matches!(self, ApiError::Busy { .. }) {
+        let message = if status.is_server_error()
+            && !matches!(self, ApiError::Busy { .. } | ApiError::NotReady(_))
+        {
             // Log the cause for operators; tell the client nothing internal.
             tracing::error!(error = ?self, "request failed");
             "the server hit an unexpected problem; it has been logged".to_owned()

@@ -10,6 +10,7 @@ use crate::domain::{
     NewOrder, NewOrderInput, Order, OrderChange, OrderSnapshot, OrderStatus, PollPolicy, TimeScale,
     Timestamp,
 };
+use crate::orders::FeedStats;
 use crate::requests::requestor::{RequestStats, StreamEndings};
 use crate::tracking::{HubStats, OrderPollers, PollCounts};
 
@@ -117,6 +118,15 @@ pub fn stats_response() -> Value {
     let body = StatsResponse {
         success: true,
         data: SystemStats {
+            instance_id: "web-1-3f9c2a1b".into(),
+            change_feed: FeedStats {
+                shared_store: true,
+                listening: true,
+                hints_received: 1_840,
+                versions_published: 37,
+                reconnects: 0,
+                sweeps: 720,
+            },
             started_at: at("2025-01-12T20:00:00Z"),
             uptime_seconds: 3600,
             long_polls: HubStats {

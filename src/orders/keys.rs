@@ -249,6 +249,7 @@ mod tests {
             PollPolicy::default(),
             TimeoutSettings::default(),
             Clock::System,
+            "test".into(),
         );
         let first = key(&[("speed", "60")], serde_json::Value::Null);
         let Keyed::Fresh(claim) = service.claim_key(first.clone()).await.unwrap() else {

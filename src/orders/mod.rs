@@ -31,11 +31,13 @@ use crate::store::{
 use crate::tracking::{Hub, PollError, PollOutcome};
 
 mod clock;
+mod feed;
 mod keys;
 mod samples;
 mod writer;
 
 pub use clock::Clock;
+pub use feed::{FeedStats, DEFAULT_SWEEP_INTERVAL};
 pub use keys::{Answer, IdempotencyKey, KeyClaim, Keyed};
 pub use writer::MAX_BATCH;
 
@@ -206,6 +208,10 @@ struct Inner {
     /// Idempotency keys of requests being processed now, so a concurrent
     /// retry is told to wait (409) instead of racing the first.
     in_flight: DashMap<(String, String), ()>,
+    /// This process among the instances sharing the store.
+    instance_id: String,
+    /// Following other instances' changes.
+    feed: feed::FeedState,
 }
 
 impl OrderService {
@@ -217,6 +223,7 @@ impl OrderService {
         policy: PollPolicy,
         timeouts: TimeoutSettings,
         clock: Clock,
+        instance_id: String,
     ) -> OrderService {
         let (writer, queue) = mpsc::channel(writer::QUEUE_DEPTH);
         tokio::spawn(
@@ -236,6 +243,8 @@ impl OrderService {
                 timeouts,
                 clock,
                 in_flight: DashMap::new(),
+                instance_id,
+                feed: feed::FeedState::default(),
             }),
         }
     }
@@ -260,6 +269,32 @@ impl OrderService {
     /// Whether the store answers.
     pub async fn ping(&self) -> Result<()> {
         Ok(self.inner.store.ping().await?)
+    }
+
+    /// This process's name among the instances sharing the store: in logs,
+    /// stats, health, and as the owner of leases.
+    pub fn instance_id(&self) -> &str {
+        &self.inner.instance_id
+    }
+
+    /// Whether this instance can serve the truth: the store answers (within
+    /// `within`) and, with a shared store, other instances' changes reach it.
+    /// `Err` says what is wrong.
+    pub async fn ready(&self, within: std::time::Duration) -> std::result::Result<(), String> {
+        match tokio::time::timeout(within, self.inner.store.ping()).await {
+            Err(_) => return Err(format!("the store did not answer within {within:?}")),
+            Ok(Err(err)) => return Err(format!("the store cannot be reached: {err}")),
+            Ok(Ok(())) => {}
+        }
+        if !self.inner.feed.ready() {
+            return Err("the change listener is reconnecting to the store".into());
+        }
+        Ok(())
+    }
+
+    /// What the cross-instance change feed has done.
+    pub fn feed_stats(&self) -> FeedStats {
+        self.inner.feed.stats()
     }
 
     /// Creates the seed's sample orders 101, 102 and 103, skipping any that
@@ -382,10 +417,15 @@ impl OrderService {
         }))
     }
 
-    /// The order's latest version.
+    /// The order's latest version. With a store shared by several
+    /// instances it is read from the store, since the hub may not have
+    /// heard of another instance's change yet: a client that just changed
+    /// the order there must not read an older version here.
     pub async fn get(&self, id: &OrderId) -> Result<Arc<OrderSnapshot>> {
-        if let Some(snapshot) = self.inner.hub.latest(id) {
-            return Ok(snapshot);
+        if !self.inner.feed.shared() {
+            if let Some(snapshot) = self.inner.hub.latest(id) {
+                return Ok(snapshot);
+            }
         }
         self.load(id).await
     }
@@ -562,6 +602,7 @@ impl OrderService {
             PollPolicy::default(),
             TimeoutSettings::default(),
             Clock::tokio(),
+            "test".into(),
         )
     }
 }

@@ -188,13 +188,21 @@ impl Writer {
                 (order, None, EventKind::Created)
             }
             Target::Change { id, change } => {
-                let current = match latest.get(id) {
+                let mut current = match latest.get(id) {
                     Some(snapshot) => Arc::clone(snapshot),
                     // After a lost race the cache may be stale: ask the store.
                     None => self.current(id, job.attempts > 0).await?,
                 };
-                let version = current.version();
                 if let Some(expected) = command.if_match {
+                    // Another instance may have moved the order since the
+                    // hub heard of it: only the store may refuse If-Match.
+                    if current.version() != expected
+                        && job.attempts == 0
+                        && !latest.contains_key(id)
+                    {
+                        current = self.current(id, true).await?;
+                    }
+                    let version = current.version();
                     if version != expected {
                         return Err(ServiceError::PreconditionFailed {
                             id: id.clone(),
@@ -204,7 +212,7 @@ impl Writer {
                     }
                 }
                 match current.order().apply(change, now)? {
-                    Some(next) => (next, Some(version), EventKind::of(change)),
+                    Some(next) => (next, Some(current.version()), EventKind::of(change)),
                     None => return Ok(Decision::Unchanged(current)),
                 }
             }

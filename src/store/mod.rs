@@ -317,11 +317,69 @@ pub trait OrderStore: Send + Sync + 'static {
     /// Every record of `side`, first saved first.
     async fn request_records(&self, side: &str) -> Result<Vec<RequestRecord>, StoreError>;
 
+    /// Of the orders in `known`, each with the version the caller holds,
+    /// those stored at a newer version, as stored. What the change feed
+    /// asks after a lost connection and on its safety sweep: one query
+    /// where the backend allows.
+    async fn newer(&self, known: &[(OrderId, Version)]) -> Result<Vec<Order>, StoreError> {
+        let mut newer = Vec::new();
+        for (id, version) in known {
+            if let Some(order) = self.get(id).await? {
+                if order.version > *version {
+                    newer.push(order);
+                }
+            }
+        }
+        Ok(newer)
+    }
+
+    /// Starts listening for changes committed by other processes sharing
+    /// this store: `None` for a store one process owns (memory, SQLite).
+    /// Each call opens a new listener; the caller drops the old one.
+    async fn listen(&self) -> Result<Option<Box<dyn ChangeListener>>, StoreError> {
+        Ok(None)
+    }
+
     /// Checks that the backend answers, for readiness.
     async fn ping(&self) -> Result<(), StoreError>;
 
     /// `memory`, `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
+}
+
+/// A change another process committed, as it announced it: a hint to read
+/// the order again, never the truth (the table is).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hint {
+    pub order_id: OrderId,
+    pub version: Version,
+}
+
+impl Hint {
+    /// The hint as a notification payload: `VERSION ORDER_ID`, well within
+    /// PostgreSQL's 8,000 bytes (ids are at most 64 characters).
+    pub fn payload(&self) -> String {
+        format!("{} {}", self.version.0, self.order_id)
+    }
+
+    /// Reads a payload [`Hint::payload`] wrote; `None` for anything else.
+    pub fn parse(payload: &str) -> Option<Hint> {
+        let (version, id) = payload.split_once(' ')?;
+        Some(Hint {
+            order_id: id.parse().ok()?,
+            version: Version(version.parse().ok()?),
+        })
+    }
+}
+
+/// Changes other processes commit to a shared store, as they announce them.
+#[async_trait]
+pub trait ChangeListener: Send {
+    /// Waits for the next hints (at least one; all that are already
+    /// buffered). `Err` once the connection is lost: hints sent since may
+    /// never arrive, so the caller drops this listener, opens a new one and
+    /// catches up from the table.
+    async fn next(&mut self) -> Result<Vec<Hint>, StoreError>;
 }
 
 /// Opens the store a database URL names, running migrations:

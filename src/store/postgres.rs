@@ -7,24 +7,32 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
-use sqlx::postgres::{PgPoolOptions, PgRow};
+use sqlx::postgres::{PgListener, PgPoolOptions, PgRow};
 use sqlx::types::Json;
 use sqlx::{PgPool, Postgres, Row, Transaction};
 
 use super::{
     counts_by_status, limit_to_db, parse_stored, version_from_db, version_to_db, BackgroundRun,
-    Commit, CommitOutcome, IdempotencyRecord, OrderStore, Poisoned, RequestRecord, StoreError,
-    StoredAnswer,
+    ChangeListener, Commit, CommitOutcome, Hint, IdempotencyRecord, OrderStore, Poisoned,
+    RequestRecord, StoreError, StoredAnswer,
 };
 use crate::domain::{Attribution, Event, Order, OrderId, OrderStatus, Timestamp, Version};
 
 /// How long to wait for a pooled connection before failing a request.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The channel every instance announces its commits on ([`Hint`]s).
+pub const CHANGES_CHANNEL: &str = "order_tracker_changes";
+/// Orders compared per query by [`OrderStore::newer`].
+const NEWER_CHUNK: usize = 5_000;
 
 /// Orders in a PostgreSQL database.
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: PgPool,
+    /// A pool of one connection for the change listener, apart from the
+    /// queries' pool so that it never waits behind them or takes one of
+    /// theirs.
+    listen_pool: PgPool,
 }
 
 impl PostgresStore {
@@ -37,7 +45,11 @@ impl PostgresStore {
             .await
             .map_err(|err| StoreError::Open(format!("{}: {err}", redact(url))))?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-        Ok(PostgresStore { pool })
+        let listen_pool = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_lazy_with(pool.connect_options().as_ref().clone());
+        Ok(PostgresStore { pool, listen_pool })
     }
 }
 
@@ -200,12 +212,29 @@ impl OrderStore for PostgresStore {
         let mut tx = self.pool.begin().await?;
         let mut poisoned = Poisoned::default();
         let mut outcomes = Vec::with_capacity(batch.len());
+        let mut hints = Vec::with_capacity(batch.len());
         for commit in batch {
-            outcomes.push(
-                poisoned
-                    .outcome_of(commit, commit_one(&mut tx, commit))
-                    .await?,
-            );
+            let outcome = poisoned
+                .outcome_of(commit, commit_one(&mut tx, commit))
+                .await?;
+            if outcome == CommitOutcome::Committed {
+                hints.push(
+                    Hint {
+                        order_id: commit.order().id.clone(),
+                        version: commit.order().version,
+                    }
+                    .payload(),
+                );
+            }
+            outcomes.push(outcome);
+        }
+        if !hints.is_empty() {
+            // Sent by PostgreSQL when, and only if, the transaction commits.
+            sqlx::query("SELECT pg_notify($1, hint) FROM UNNEST($2::text[]) AS hint")
+                .bind(CHANGES_CHANNEL)
+                .bind(&hints)
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(outcomes)
@@ -397,6 +426,34 @@ impl OrderStore for PostgresStore {
             .collect()
     }
 
+    async fn newer(&self, known: &[(OrderId, Version)]) -> Result<Vec<Order>, StoreError> {
+        let mut newer = Vec::new();
+        for chunk in known.chunks(NEWER_CHUNK) {
+            let ids: Vec<&str> = chunk.iter().map(|(id, _)| id.as_str()).collect();
+            let versions: Vec<i64> = chunk.iter().map(|(_, v)| version_to_db(*v)).collect();
+            let rows: Vec<Json<Order>> = sqlx::query_scalar(
+                "SELECT o.data FROM orders o
+                 JOIN UNNEST($1::text[], $2::bigint[]) AS known (id, version) ON o.id = known.id
+                 WHERE o.version > known.version",
+            )
+            .bind(&ids)
+            .bind(&versions)
+            .fetch_all(&self.pool)
+            .await?;
+            newer.extend(rows.into_iter().map(|Json(order)| order));
+        }
+        Ok(newer)
+    }
+
+    async fn listen(&self) -> Result<Option<Box<dyn ChangeListener>>, StoreError> {
+        let mut listener = PgListener::connect_with(&self.listen_pool).await?;
+        // A lost connection is reported, not mended behind our back: the
+        // caller must catch up on what it missed (see `ChangeListener`).
+        listener.eager_reconnect(false);
+        listener.listen(CHANGES_CHANNEL).await?;
+        Ok(Some(Box::new(PgChanges(listener))))
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
@@ -404,6 +461,33 @@ impl OrderStore for PostgresStore {
 
     fn backend(&self) -> &'static str {
         "postgres"
+    }
+}
+
+/// The hints on [`CHANGES_CHANNEL`].
+struct PgChanges(PgListener);
+
+#[async_trait]
+impl ChangeListener for PgChanges {
+    async fn next(&mut self) -> Result<Vec<Hint>, StoreError> {
+        let first = self
+            .0
+            .try_recv()
+            .await?
+            .ok_or_else(|| StoreError::Backend("the listening connection was lost".into()))?;
+        let mut hints = Vec::new();
+        for notification in
+            std::iter::once(first).chain(std::iter::from_fn(|| self.0.next_buffered()))
+        {
+            match Hint::parse(notification.payload()) {
+                Some(hint) => hints.push(hint),
+                None => tracing::warn!(
+                    payload = notification.payload(),
+                    "unreadable change notification ignored"
+                ),
+            }
+        }
+        Ok(hints)
     }
 }
 

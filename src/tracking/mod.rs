@@ -24,7 +24,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::domain::{poll, Cursor, OrderId, OrderSnapshot, Standing};
+use crate::domain::{poll, Cursor, OrderId, OrderSnapshot, Standing, Version};
 
 mod slot;
 mod stats;
@@ -296,6 +296,21 @@ impl Hub {
             self.shared.channels.shrink_to_fit();
         }
         evicted
+    }
+
+    /// Every order the hub holds, with the version it holds: what the
+    /// change feed compares with the store to catch up.
+    pub fn versions(&self) -> Vec<(OrderId, Version)> {
+        self.shared
+            .channels
+            .iter()
+            .map(|entry| (entry.key().clone(), entry.tx.borrow().version()))
+            .collect()
+    }
+
+    /// Whether the server is shutting down.
+    pub fn stopping(&self) -> bool {
+        self.shared.shutdown.is_cancelled()
     }
 
     /// How many orders the hub holds now.

@@ -2,6 +2,7 @@
 //! talks to it over real HTTP.
 
 mod caps;
+mod cluster;
 mod crash;
 mod docs;
 mod durability;

@@ -9,7 +9,17 @@ async fn health_is_healthy() {
     let app = spawn_app().await;
     let (status, body) = app.get_json("/api/v1/health").await;
     assert!(status.is_success());
-    assert_eq!(body, json!({"status": "healthy"}));
+    assert_eq!(body["status"], "healthy");
+    assert!(
+        body["instance_id"]
+            .as_str()
+            .is_some_and(|id| !id.is_empty()),
+        "{body}"
+    );
+    // Not ready until the store answers; the default store does.
+    let (status, body) = app.get_json("/api/v1/ready").await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+    assert_eq!(body["status"], "ready");
 }
 
 #[tokio::test]

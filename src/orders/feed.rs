@@ -1,0 +1,237 @@
+//! The change feed across instances sharing one store (PostgreSQL).
+//!
+//! Within a process the writer publishes each committed snapshot to the hub.
+//! Other instances learn of it from the store's notifications
+//! ([`ChangeListener`]): each is a hint `(order, version)`, acted on only
+//! for orders this instance holds in its hub (polls parked or a snapshot
+//! cached), by reading the committed state from the store and publishing
+//! it. Hints are never the truth: a listening connection that breaks loses
+//! whatever was sent meanwhile. So after every reconnect, once `LISTEN` is
+//! in place again, the feed compares every cached order with the store in
+//! one query and publishes whatever moved; and a slow safety sweep does the
+//! same all the time, which bounds the staleness a lost hint can cause.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+use utoipa::ToSchema;
+
+use super::OrderService;
+use crate::domain::{OrderId, OrderSnapshot, Version};
+use crate::store::{ChangeListener, Hint, StoreError};
+
+/// Default time between safety sweeps.
+pub const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(5);
+/// First wait before reopening a lost listening connection; it doubles on
+/// every failure up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// What the feed has done, for readiness and stats.
+#[derive(Debug, Default)]
+pub(super) struct FeedState {
+    /// A feed runs: the store is shared with other instances.
+    running: AtomicBool,
+    /// The listening connection is up (and the catch-up after it was tried).
+    listening: AtomicBool,
+    hints: AtomicU64,
+    published: AtomicU64,
+    reconnects: AtomicU64,
+    sweeps: AtomicU64,
+}
+
+/// The feed's figures, as `/system/stats` shows them.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct FeedStats {
+    /// Whether this instance shares its store with others and follows their
+    /// changes (PostgreSQL); `false` for SQLite and memory.
+    pub shared_store: bool,
+    /// Whether the listening connection is up now.
+    pub listening: bool,
+    /// Change notifications received.
+    pub hints_received: u64,
+    /// Newer order versions read from the store and published here, from
+    /// notifications, catch-ups and sweeps.
+    pub versions_published: u64,
+    /// Times the listening connection was reopened after being lost.
+    pub reconnects: u64,
+    /// Safety sweeps run.
+    pub sweeps: u64,
+}
+
+impl FeedState {
+    pub(super) fn stats(&self) -> FeedStats {
+        FeedStats {
+            shared_store: self.running.load(Ordering::Relaxed),
+            listening: self.listening.load(Ordering::Relaxed),
+            hints_received: self.hints.load(Ordering::Relaxed),
+            versions_published: self.published.load(Ordering::Relaxed),
+            reconnects: self.reconnects.load(Ordering::Relaxed),
+            sweeps: self.sweeps.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Whether other instances share the store.
+    pub(super) fn shared(&self) -> bool {
+        self.running.load(Ordering::Relaxed)
+    }
+
+    /// Ready as far as the feed goes: no feed, or its connection is up.
+    pub(super) fn ready(&self) -> bool {
+        !self.running.load(Ordering::Relaxed) || self.listening.load(Ordering::Relaxed)
+    }
+}
+
+impl OrderService {
+    /// Starts following other instances' changes, if the store is shared:
+    /// a listener task and a sweep every `sweep`, both until `shutdown`.
+    /// Fails if the store cannot be listened to now.
+    pub async fn start_feed(
+        &self,
+        sweep: Duration,
+        shutdown: CancellationToken,
+    ) -> Result<(), StoreError> {
+        let Some(listener) = self.inner.store.listen().await? else {
+            return Ok(());
+        };
+        let feed = &self.inner.feed;
+        feed.running.store(true, Ordering::Relaxed);
+        feed.listening.store(true, Ordering::Relaxed);
+        tracing::info!(instance_id = %self.instance_id(), sweep_secs = sweep.as_secs_f64(), "following changes of other instances");
+        tokio::spawn(listen(self.clone(), listener, shutdown.clone()));
+        tokio::spawn(sweep_every(self.clone(), sweep, shutdown));
+        Ok(())
+    }
+
+    /// Compares every order the hub holds with the store and publishes
+    /// those that moved; returns how many did.
+    pub async fn catch_up(&self) -> Result<usize, StoreError> {
+        self.refresh(self.inner.hub.versions()).await
+    }
+
+    /// Reads the orders of `known` that the store holds at a newer version
+    /// and publishes them; returns how many there were.
+    async fn refresh(&self, known: Vec<(OrderId, Version)>) -> Result<usize, StoreError> {
+        if known.is_empty() {
+            return Ok(0);
+        }
+        let newer = self.inner.store.newer(&known).await?;
+        let published = newer
+            .into_iter()
+            .filter(|order| {
+                self.inner
+                    .hub
+                    .publish(Arc::new(OrderSnapshot::new(order.clone())))
+            })
+            .count();
+        self.inner
+            .feed
+            .published
+            .fetch_add(published as u64, Ordering::Relaxed);
+        Ok(published)
+    }
+
+    /// Acts on hints: reads and publishes the orders the hub holds at an
+    /// older version than announced. Others cost one map lookup.
+    async fn wake(&self, hints: Vec<Hint>) {
+        self.inner
+            .feed
+            .hints
+            .fetch_add(hints.len() as u64, Ordering::Relaxed);
+        let mut behind: HashMap<OrderId, Version> = HashMap::new();
+        for hint in hints {
+            let Some(held) = self.inner.hub.latest(&hint.order_id) else {
+                continue;
+            };
+            if hint.version > held.version() {
+                behind.insert(hint.order_id, held.version());
+            }
+        }
+        if let Err(err) = self.refresh(behind.into_iter().collect()).await {
+            // The sweep reads them again.
+            tracing::warn!(error = %err, "cannot read orders other instances changed");
+        }
+    }
+}
+
+/// Receives hints until `shutdown`; reopens a lost connection with backoff,
+/// then catches up on what it may have missed.
+async fn listen(
+    service: OrderService,
+    mut listener: Box<dyn ChangeListener>,
+    shutdown: CancellationToken,
+) {
+    let feed = &service.inner.feed;
+    loop {
+        loop {
+            let next = tokio::select! {
+                () = shutdown.cancelled() => return,
+                next = listener.next() => next,
+            };
+            match next {
+                Ok(hints) => service.wake(hints).await,
+                Err(err) => {
+                    tracing::warn!(instance_id = %service.instance_id(), error = %err, "change listener lost its connection; reopening it");
+                    break;
+                }
+            }
+        }
+        feed.listening.store(false, Ordering::Relaxed);
+        drop(listener);
+        let mut backoff = FIRST_BACKOFF;
+        listener = loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(backoff) => {}
+            }
+            match service.inner.store.listen().await {
+                Ok(Some(listener)) => break listener,
+                Ok(None) => return,
+                Err(err) => {
+                    tracing::warn!(error = %err, retry_in_ms = backoff.as_millis() as u64, "cannot reopen the change listener");
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        };
+        feed.reconnects.fetch_add(1, Ordering::Relaxed);
+        // LISTEN is in place again, so whatever commits from now on is
+        // announced; what committed while it was down is read now.
+        match service.catch_up().await {
+            Ok(published) => {
+                tracing::info!(instance_id = %service.instance_id(), published, "change listener reopened; caught up")
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "change listener reopened, but catching up failed; the sweep will")
+            }
+        }
+        feed.listening.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Catches up every `every` until `shutdown`: the safety net for hints that
+/// were lost without the connection being seen to break.
+async fn sweep_every(service: OrderService, every: Duration, shutdown: CancellationToken) {
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        service.inner.feed.sweeps.fetch_add(1, Ordering::Relaxed);
+        match service.catch_up().await {
+            Ok(0) => {}
+            Ok(published) => {
+                tracing::info!(
+                    published,
+                    "safety sweep found changes the notifications missed"
+                )
+            }
+            Err(err) => tracing::warn!(error = %err, "safety sweep cannot read the store"),
+        }
+    }
+}

@@ -1,0 +1,252 @@
+//! Several instances on one PostgreSQL database: a change made on one wakes
+//! polls parked on the others, and nothing is lost when the notifications
+//! break. Each instance is a full application on its own listener and pool.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::helpers::{new_order, spawn_app_at, PgDatabase, TestApp};
+
+/// Starts `n` instances on `db`, with safety sweeps every `sweep`.
+async fn cluster(db: &PgDatabase, n: usize, sweep: Duration) -> Vec<TestApp> {
+    let mut apps = Vec::new();
+    for i in 0..n {
+        apps.push(
+            spawn_app_at(&db.url, |config| {
+                config.no_sample_orders = true;
+                config.instance_id = Some(format!("node-{i}"));
+                config.sweep_interval = sweep;
+            })
+            .await,
+        );
+    }
+    apps
+}
+
+/// Terminates every backend of `db` that is listening for changes; returns
+/// how many there were.
+async fn kill_listeners(db: &PgDatabase) -> i64 {
+    use sqlx::Connection;
+    let mut admin = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sqlx::query_scalar(
+        "SELECT COUNT(*) FROM (
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = $1 AND query ILIKE 'LISTEN%' AND pid <> pg_backend_pid()
+         ) AS killed",
+    )
+    .bind(&db.name)
+    .fetch_one(&mut admin)
+    .await
+    .unwrap()
+}
+
+/// What a finished poll answered: its status, body and how long it took.
+async fn answered(
+    poll: tokio::task::JoinHandle<(StatusCode, Value, Duration)>,
+) -> (StatusCode, Value, Duration) {
+    tokio::time::timeout(Duration::from_secs(30), poll)
+        .await
+        .expect("the poll answers")
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_change_on_one_instance_wakes_polls_parked_on_the_others() {
+    let Some(db) =
+        PgDatabase::create("a_change_on_one_instance_wakes_polls_parked_on_the_others").await
+    else {
+        return;
+    };
+    // Sweeps far apart: only the notifications can wake the polls in time.
+    let apps = cluster(&db, 3, Duration::from_secs(600)).await;
+    let (a, b, c) = (&apps[0], &apps[1], &apps[2]);
+    assert_eq!(
+        a.create_order(&new_order("x1")).await.0,
+        StatusCode::CREATED
+    );
+
+    let on_b = b.spawn_track("x1", "?version=1&timeout=60");
+    let on_c = c.spawn_track("x1", "?version=1&timeout=60");
+    b.wait_parked(1).await;
+    c.wait_parked(1).await;
+    assert_eq!(a.put_status("x1", "preparing").await.0, StatusCode::OK);
+
+    for poll in [on_b, on_c] {
+        let (status, body, took) = answered(poll).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["has_update"], true);
+        assert_eq!(body["data"]["version"], 2);
+        assert_eq!(body["data"]["status"], "preparing");
+        assert!(
+            took < Duration::from_secs(20),
+            "woken, not timed out: {took:?}"
+        );
+    }
+    let stats = b.stats().await;
+    assert_eq!(stats["instance_id"], "node-1");
+    assert_eq!(stats["change_feed"]["shared_store"], true);
+    assert!(stats["change_feed"]["versions_published"].as_u64() >= Some(1));
+    let (status, health) = c.get_json("/api/v1/health").await;
+    assert_eq!(
+        (status, health["instance_id"].clone()),
+        (StatusCode::OK, json!("node-2"))
+    );
+}
+
+#[tokio::test]
+async fn a_change_made_while_the_listeners_were_cut_off_still_arrives() {
+    let Some(db) =
+        PgDatabase::create("a_change_made_while_the_listeners_were_cut_off_still_arrives").await
+    else {
+        return;
+    };
+    // No sweep in time: the catch-up after reconnecting must deliver it.
+    let apps = cluster(&db, 3, Duration::from_secs(600)).await;
+    let (a, b) = (&apps[0], &apps[1]);
+    a.create_order(&new_order("x1")).await;
+    let on_b = b.spawn_track("x1", "?version=1&timeout=60");
+    b.wait_parked(1).await;
+
+    assert_eq!(kill_listeners(&db).await, 3, "one listener per instance");
+    // At once, while B is still reopening its listener.
+    assert_eq!(a.put_status("x1", "preparing").await.0, StatusCode::OK);
+
+    let (status, body, _) = answered(on_b).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["data"]["version"], 2);
+    // The listeners are back: the next change is announced again.
+    let reconnected = async {
+        loop {
+            let stats = b.stats().await;
+            if stats["change_feed"]["reconnects"].as_u64() >= Some(1)
+                && b.get("/api/v1/ready").await.status() == StatusCode::OK
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), reconnected)
+        .await
+        .expect("B reopens its listener and is ready again");
+    let on_b = b.spawn_track("x1", "?version=2&timeout=60");
+    b.wait_parked(1).await;
+    assert_eq!(a.put_status("x1", "ready").await.0, StatusCode::OK);
+    let (_, body, took) = answered(on_b).await;
+    assert_eq!(body["data"]["version"], 3);
+    assert!(took < Duration::from_secs(20), "woken: {took:?}");
+}
+
+#[tokio::test]
+async fn the_safety_sweep_delivers_a_change_whose_notification_was_lost() {
+    let Some(db) =
+        PgDatabase::create("the_safety_sweep_delivers_a_change_whose_notification_was_lost").await
+    else {
+        return;
+    };
+    let apps = cluster(&db, 1, Duration::from_secs(1)).await;
+    let b = &apps[0];
+    b.create_order(&new_order("x1")).await;
+    let on_b = b.spawn_track("x1", "?version=1&timeout=60");
+    b.wait_parked(1).await;
+    // Another writer whose notification never arrives: the row moves, and
+    // nobody says so.
+    {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+        sqlx::query(
+            "UPDATE orders SET version = 2, status = 'preparing',
+                 data = jsonb_set(jsonb_set(data, '{version}', '2'), '{status}', '\"preparing\"')
+             WHERE id = 'x1'",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
+    let (status, body, took) = answered(on_b).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["data"]["version"], 2);
+    assert_eq!(body["data"]["status"], "preparing");
+    assert!(took < Duration::from_secs(20), "found by a sweep: {took:?}");
+}
+
+#[tokio::test]
+async fn a_cursor_from_another_instance_never_goes_backwards() {
+    let Some(db) = PgDatabase::create("a_cursor_from_another_instance_never_goes_backwards").await
+    else {
+        return;
+    };
+    let apps = cluster(&db, 2, Duration::from_secs(600)).await;
+    let (a, b) = (&apps[0], &apps[1]);
+    a.create_order(&new_order("x1")).await;
+    // B caches version 1 now.
+    assert_eq!(b.version("x1").await, 1);
+    for status in ["preparing", "ready"] {
+        assert_eq!(a.put_status("x1", status).await.0, StatusCode::OK);
+    }
+    // The phone learnt version 3 from A and now asks B, however far B's
+    // cache is behind: it parks on 3 (nothing newer), never answers 1 or 2.
+    let (status, body) = b.track("x1", "?version=3&timeout=1").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["has_update"], false);
+    assert_eq!(body["data"]["version"], 3);
+    // If-Match with the version learnt from A holds on B too.
+    let (status, _) = b
+        .put_status_with(
+            "x1",
+            &json!({"status": "picked_up"}),
+            &[("If-Match", "\"3\"")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(a.version("x1").await, 4);
+}
+
+#[tokio::test]
+async fn an_instance_whose_database_is_gone_stops_being_ready() {
+    let Some(db) = PgDatabase::create("an_instance_whose_database_is_gone_stops_being_ready").await
+    else {
+        return;
+    };
+    let apps = cluster(&db, 1, Duration::from_secs(1)).await;
+    let app = &apps[0];
+    let (status, body) = app.get_json("/api/v1/ready").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], "ready");
+    assert_eq!(body["backend"], "postgres");
+    app.create_order(&new_order("x1")).await;
+    let parked = app.spawn_track("x1", "?version=1&timeout=5");
+    app.wait_parked(1).await;
+
+    db.admin(&format!("DROP DATABASE {} WITH (FORCE)", db.name))
+        .await;
+    let not_ready = async {
+        loop {
+            let (status, body) = app.get_json("/api/v1/ready").await;
+            if status == StatusCode::SERVICE_UNAVAILABLE {
+                return body;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let body = tokio::time::timeout(Duration::from_secs(20), not_ready)
+        .await
+        .expect("readiness fails once the database is gone");
+    assert_eq!(body["error"], "not_ready");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("node-0 is not ready")),
+        "{body}"
+    );
+    // The parked poll keeps what it knew: at its timeout it answers the
+    // state it holds, not an error and not something invented.
+    let (status, body, _) = answered(parked).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        (body["has_update"].clone(), body["data"]["version"].clone()),
+        (json!(false), json!(1))
+    );
+}

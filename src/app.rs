@@ -10,7 +10,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::api::{self, App, AppState};
 use crate::config::{Config, ConfigError};
-use crate::orders::{Clock, OrderService, ServiceError};
+use crate::orders::{Clock, Instance, OrderService, ServiceError};
 use crate::requests::{InProcessLink, Processor, Requestor};
 use crate::serve;
 use crate::sim::Simulator;
@@ -73,8 +73,11 @@ impl Parts {
         let store = crate::store::open(&config.database_url, config.db_pool_size).await?;
         tracing::info!(backend = store.backend(), "store open");
         let hub = Hub::new(config.limits(), shutdown.clone());
-        let instance_id = config.instance_id();
-        let service = OrderService::new(store, hub, policy, timeouts, clock, instance_id);
+        let instance = Instance {
+            id: config.instance_id(),
+            lease_ttl: config.lease_ttl,
+        };
+        let service = OrderService::new(store, hub, policy, timeouts, clock, instance);
         service
             .start_feed(config.sweep_interval, shutdown.clone())
             .await?;
@@ -110,6 +113,13 @@ impl Parts {
                 tracing::error!(error = %err, "cannot resume order-request processing streams")
             }
         }
+
+        tracker.spawn(heartbeat(
+            service.clone(),
+            simulator.clone(),
+            requestor.clone(),
+            shutdown.clone(),
+        ));
 
         let app = api::app(AppState {
             service: service.clone(),
@@ -229,6 +239,11 @@ impl Application {
         {
             tracing::warn!("background tasks still running after the grace period; leaving them");
         }
+        // What is left recorded as running is for another instance (or the
+        // next start) to take over at once, not after the lease.
+        if let Err(err) = self.service.release_leases().await {
+            tracing::warn!(error = %err, "cannot release this instance's leases; others take over when they expire");
+        }
         tracing::info!("stopped");
         Ok(())
     }
@@ -256,6 +271,42 @@ async fn maintain(service: OrderService, idle: Duration, shutdown: CancellationT
                 Ok(purged) => tracing::info!(purged, "expired idempotency keys deleted"),
                 Err(err) => tracing::warn!(error = %err, "cannot delete expired idempotency keys"),
             },
+        }
+    }
+}
+
+/// Every third of a lease until shutdown: renews this instance's leases,
+/// then takes over the runs whose owners' leases expired (another instance
+/// died) and retries those that failed to resume.
+async fn heartbeat(
+    service: OrderService,
+    simulator: Simulator,
+    requestor: Requestor,
+    shutdown: CancellationToken,
+) {
+    let every = service.lease_ttl_duration() / 3;
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        if let Err(err) = service.renew_leases().await {
+            tracing::warn!(error = %err, "cannot renew this instance's leases");
+            continue;
+        }
+        match simulator.resume().await {
+            Ok(0) => {}
+            Ok(taken) => tracing::info!(taken, "workflow simulations taken over"),
+            Err(err) => tracing::warn!(error = %err, "cannot take over workflow simulations"),
+        }
+        match requestor.resume().await {
+            Ok(0) => {}
+            Ok(taken) => tracing::info!(taken, "order-request processing streams taken over"),
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot take over order-request processing streams")
+            }
         }
     }
 }

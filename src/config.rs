@@ -127,6 +127,12 @@ pub struct Config {
     #[arg(long, env = "ORDER_TRACKER_SWEEP_INTERVAL", default_value = "5", value_parser = parse_seconds)]
     pub sweep_interval: Duration,
 
+    /// Seconds a lease on background work (a simulation, an order-request
+    /// processing stream) lasts without its owner's heartbeat (every third
+    /// of it); then another instance takes the work over.
+    #[arg(long, env = "ORDER_TRACKER_LEASE_TTL", default_value = "15", value_parser = parse_seconds)]
+    pub lease_ttl: Duration,
+
     /// Pending-connection queue length of the listening socket.
     #[arg(long, env = "ORDER_TRACKER_LISTEN_BACKLOG", default_value_t = DEFAULT_LISTEN_BACKLOG)]
     pub listen_backlog: u32,

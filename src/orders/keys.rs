@@ -249,7 +249,7 @@ mod tests {
             PollPolicy::default(),
             TimeoutSettings::default(),
             Clock::System,
-            "test".into(),
+            crate::orders::Instance::named("test"),
         );
         let first = key(&[("speed", "60")], serde_json::Value::Null);
         let Keyed::Fresh(claim) = service.claim_key(first.clone()).await.unwrap() else {

@@ -25,20 +25,20 @@ use crate::domain::{
     Attribution, ChangeError, Cursor, Event, NewOrder, Order, OrderChange, OrderId, OrderSnapshot,
     OrderStatus, PollPolicy, PollTimeout, ValidationError, Version,
 };
-use crate::store::{
-    BackgroundRun, IdempotencyRecord, OrderStore, RequestRecord, StoreError, StoredAnswer,
-};
+use crate::store::{IdempotencyRecord, OrderStore, RequestRecord, StoreError, StoredAnswer};
 use crate::tracking::{Hub, PollError, PollOutcome};
 
 mod clock;
 mod feed;
 mod keys;
+mod leases;
 mod samples;
 mod writer;
 
 pub use clock::Clock;
 pub use feed::{FeedStats, DEFAULT_SWEEP_INTERVAL};
 pub use keys::{Answer, IdempotencyKey, KeyClaim, Keyed};
+pub use leases::{RunStart, DEFAULT_LEASE_TTL};
 pub use writer::MAX_BATCH;
 
 use writer::{Job, Reply, Writer};
@@ -186,6 +186,25 @@ impl Default for TimeoutSettings {
     }
 }
 
+/// This process among the instances that share a store.
+#[derive(Debug, Clone)]
+pub struct Instance {
+    /// Its name: in logs, stats and health, and the owner of its leases.
+    pub id: String,
+    /// How long its leases on background runs last without renewal.
+    pub lease_ttl: std::time::Duration,
+}
+
+impl Instance {
+    /// An instance called `id`, with the default lease.
+    pub fn named(id: &str) -> Instance {
+        Instance {
+            id: id.to_owned(),
+            lease_ttl: DEFAULT_LEASE_TTL,
+        }
+    }
+}
+
 /// Cheap handle to the service; clones share one state.
 #[derive(Clone)]
 pub struct OrderService {
@@ -209,7 +228,7 @@ struct Inner {
     /// retry is told to wait (409) instead of racing the first.
     in_flight: DashMap<(String, String), ()>,
     /// This process among the instances sharing the store.
-    instance_id: String,
+    instance: Instance,
     /// Following other instances' changes.
     feed: feed::FeedState,
 }
@@ -223,7 +242,7 @@ impl OrderService {
         policy: PollPolicy,
         timeouts: TimeoutSettings,
         clock: Clock,
-        instance_id: String,
+        instance: Instance,
     ) -> OrderService {
         let (writer, queue) = mpsc::channel(writer::QUEUE_DEPTH);
         tokio::spawn(
@@ -243,7 +262,7 @@ impl OrderService {
                 timeouts,
                 clock,
                 in_flight: DashMap::new(),
-                instance_id,
+                instance,
                 feed: feed::FeedState::default(),
             }),
         }
@@ -274,7 +293,7 @@ impl OrderService {
     /// This process's name among the instances sharing the store: in logs,
     /// stats, health, and as the owner of leases.
     pub fn instance_id(&self) -> &str {
-        &self.inner.instance_id
+        &self.inner.instance.id
     }
 
     /// Whether this instance can serve the truth: the store answers (within
@@ -537,22 +556,6 @@ impl OrderService {
         Ok(self.inner.store.count_by_status().await?)
     }
 
-    /// Records background work (a simulation) as running, so that a restart
-    /// resumes it.
-    pub async fn save_run(&self, run: &BackgroundRun) -> Result<()> {
-        Ok(self.inner.store.save_run(run).await?)
-    }
-
-    /// Forgets a background run that has ended.
-    pub async fn end_run(&self, kind: &str, id: &OrderId) -> Result<()> {
-        Ok(self.inner.store.end_run(kind, id).await?)
-    }
-
-    /// The background runs of `kind` that were running when last recorded.
-    pub async fn runs(&self, kind: &str) -> Result<Vec<BackgroundRun>> {
-        Ok(self.inner.store.runs(kind).await?)
-    }
-
     /// Saves one side's record of an order request (the requestor's or the
     /// processor's), replacing the one saved before; with `idempotency`, in
     /// one write with the record of the request that made the change.
@@ -602,7 +605,7 @@ impl OrderService {
             PollPolicy::default(),
             TimeoutSettings::default(),
             Clock::tokio(),
-            "test".into(),
+            Instance::named("test"),
         )
     }
 }

@@ -65,6 +65,30 @@ impl<T: Clone + Serialize + DeserializeOwned> RecordBook<T> {
         })
     }
 
+    /// Reads `id`'s record from the store into this book, if it has one: for
+    /// a request another instance started (whose stream this one takes
+    /// over). Records are read whole, like at start: takeovers are rare.
+    pub(crate) async fn refresh(&self, id: &OrderId) -> Result<Option<T>, ServiceError> {
+        let Some(stored) = self
+            .service
+            .request_records(self.side)
+            .await?
+            .into_iter()
+            .find(|stored| &stored.order_req_id == id)
+        else {
+            return Ok(None);
+        };
+        let record: T = serde_json::from_value(stored.record)
+            .map_err(|err| StoreError::Corrupt(format!("{} record of {id}: {err}", self.side)))?;
+        let _lock = self.write(id).await;
+        let seq = match self.entries.get(id) {
+            Some(entry) => entry.0,
+            None => self.next_seq.fetch_add(1, Ordering::Relaxed),
+        };
+        self.entries.insert(id.clone(), (seq, record.clone()));
+        Ok(Some(record))
+    }
+
     /// The record of `id`, if any.
     pub(crate) fn get(&self, id: &OrderId) -> Option<T> {
         self.entries.get(id).map(|entry| entry.1.clone())

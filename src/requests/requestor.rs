@@ -48,13 +48,22 @@ use crate::domain::{
     Attribution, ChangeError, OrderChange, OrderId, OrderSnapshot, OrderStatus, TimeScale,
     Timestamp, ValidationError,
 };
-use crate::orders::{Answer, KeyClaim, OrderService, ServiceError};
+use crate::orders::{Answer, KeyClaim, OrderService, RunStart, ServiceError};
 use crate::store::BackgroundRun;
 
 /// `updated_by` of the changes the order-request processor's progress makes.
 pub const REQUESTOR: &str = "order-request processor";
 /// Longest `/stop` waits for the stream to finish before answering.
 pub const STOP_WAIT: Duration = Duration::from_secs(5);
+/// A stream's options as its recorded run's parameters.
+fn stream_params(options: ProcessingOptions) -> Result<serde_json::Value, RequestError> {
+    serde_json::to_value(options).map_err(|err| {
+        RequestError::Service(ServiceError::Store(crate::store::StoreError::Corrupt(
+            format!("stream options: {err}"),
+        )))
+    })
+}
+
 /// `notes` of the history entry of a stream resumed after a restart.
 pub const RESUMED_NOTE: &str =
     "processing resumed after a server restart: a new seller-search round started";
@@ -446,19 +455,47 @@ impl Requestor {
             return Ok(Initiated::AlreadyProcessing);
         };
         // From here every early return drops `slot`, which frees the claim.
-        self.prepare_order(&request).await?;
-        let session = request.session.clone();
         let options = ProcessingOptions {
             speed: Some(options.speed.unwrap_or(self.inner.default_speed)),
             ..options
         };
-        let events = self
-            .open(&id, session, request.notification_type, options)
-            .await?;
-        // Tracked only once the processor has the request, so a follow-up
-        // accepted for it always finds the processor's copy.
-        self.track(&request).await?;
-        self.run(slot, stop, events, options).await?;
+        // The stream is recorded as running (so a restart or another
+        // instance resumes it) under this instance's lease, before anything
+        // else: another instance running it answers like a local duplicate.
+        let run = self
+            .inner
+            .service
+            .new_run(STREAM_RUN, &id, stream_params(options)?);
+        if let RunStart::HeldBy(owner) = self.inner.service.claim_run(&run).await? {
+            self.inner
+                .duplicates_prevented
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(order_req_id = %id, %owner, "order request already has an active processing stream on another instance; duplicate prevented");
+            return Ok(Initiated::AlreadyProcessing);
+        }
+        let started = async {
+            self.prepare_order(&request).await?;
+            let events = self
+                .open(
+                    &id,
+                    request.session.clone(),
+                    request.notification_type,
+                    options,
+                )
+                .await?;
+            // Tracked only once the processor has the request, so a follow-up
+            // accepted for it always finds the processor's copy.
+            self.track(&request).await?;
+            self.run(slot, stop, events, options).await
+        }
+        .await;
+        if let Err(err) = started {
+            // Nothing runs: nothing may stay recorded as running.
+            if let Err(end) = self.inner.service.end_run(STREAM_RUN, &id).await {
+                tracing::warn!(order_req_id = %id, error = %end, "cannot forget a stream that failed to start; it will be resumed and settle then");
+            }
+            return Err(err);
+        }
         Ok(Initiated::Started)
     }
 
@@ -485,9 +522,7 @@ impl Requestor {
             .await?)
     }
 
-    /// Records the stream as running (so a restart resumes it) and hands it
-    /// to its task. The record is written before the task starts, so the
-    /// task's removal of it at the end cannot come first.
+    /// Hands the stream, recorded as running by the caller, to its task.
     async fn run(
         &self,
         mut slot: StreamSlot,
@@ -497,20 +532,6 @@ impl Requestor {
     ) -> Result<(), RequestError> {
         let id = slot.id.clone();
         let changes = self.inner.service.changes(&id).await?;
-        let params = serde_json::to_value(options).map_err(|err| {
-            ServiceError::Store(crate::store::StoreError::Corrupt(format!(
-                "stream options: {err}"
-            )))
-        })?;
-        self.inner
-            .service
-            .save_run(&BackgroundRun {
-                kind: STREAM_RUN.into(),
-                order_id: id.clone(),
-                params,
-                started_at: self.inner.service.now(),
-            })
-            .await?;
         slot.started = true;
         self.inner.streams_started.fetch_add(1, Ordering::Relaxed);
         tracing::info!(order_req_id = %id, scenario = %options.scenario, "processing stream marked active");
@@ -531,17 +552,20 @@ impl Requestor {
         let mut resumed = 0;
         for run in self.inner.service.runs(STREAM_RUN).await? {
             let id = run.order_id.clone();
+            if self.inner.active.contains_key(&id) || !self.inner.service.may_take(&run) {
+                continue;
+            }
             match self.resume_one(&run).await {
                 Ok(true) => {
                     resumed += 1;
-                    tracing::info!(order_req_id = %id, "processing stream resumed after a restart");
+                    tracing::info!(order_req_id = %id, previous_owner = %run.owner, "processing stream resumed");
                 }
                 Ok(false) => {}
                 Err(RequestError::Settled { status, .. }) => {
                     tracing::info!(order_req_id = %id, %status, "processing stream not resumed: the order is settled");
                     self.inner.service.end_run(STREAM_RUN, &id).await?;
                 }
-                // Left recorded: the next start tries again.
+                // Left recorded: the next start (or heartbeat) tries again.
                 Err(err) => {
                     tracing::error!(order_req_id = %id, error = %err, "cannot resume a processing stream")
                 }
@@ -550,26 +574,50 @@ impl Requestor {
         Ok(resumed)
     }
 
-    /// Resumes one recorded stream; `false` if there was nothing to resume.
+    /// Resumes one recorded stream; `false` if there was nothing to resume
+    /// (or another instance took it first).
     async fn resume_one(&self, run: &BackgroundRun) -> Result<bool, RequestError> {
         let id = &run.order_id;
-        let Some(tracked) = self.inner.requests.get(id) else {
-            tracing::warn!(order_req_id = %id, "a running stream of an untracked request; forgotten");
-            self.inner.service.end_run(STREAM_RUN, id).await?;
-            return Ok(false);
-        };
         let options: ProcessingOptions =
             serde_json::from_value(run.params.clone()).unwrap_or_default();
         let Some((slot, stop)) = self.claim(id) else {
             return Ok(false);
         };
-        let reason = Attribution {
-            updated_by: Some(REQUESTOR.to_owned()),
-            notes: Some(RESUMED_NOTE.to_owned()),
-            metadata: Some(serde_json::Map::from_iter([(
-                "reason".to_owned(),
-                serde_json::Value::from("server_restart"),
-            )])),
+        let mine = self
+            .inner
+            .service
+            .new_run(STREAM_RUN, id, run.params.clone());
+        let taken_from = match self.inner.service.claim_run(&mine).await? {
+            RunStart::HeldBy(_) => return Ok(false),
+            RunStart::Owned { taken_from } => taken_from,
+        };
+        // A request another instance started is not in this one's book yet.
+        let tracked = match self.inner.requests.get(id) {
+            Some(tracked) => Some(tracked),
+            None => self.inner.requests.refresh(id).await?,
+        };
+        let Some(tracked) = tracked else {
+            tracing::warn!(order_req_id = %id, "a running stream of an untracked request; forgotten");
+            self.inner.service.end_run(STREAM_RUN, id).await?;
+            return Ok(false);
+        };
+        let reason = match &taken_from {
+            None => Attribution {
+                updated_by: Some(REQUESTOR.to_owned()),
+                notes: Some(RESUMED_NOTE.to_owned()),
+                metadata: Some(serde_json::Map::from_iter([(
+                    "reason".to_owned(),
+                    serde_json::Value::from("server_restart"),
+                )])),
+            },
+            Some(owner) => Attribution {
+                updated_by: Some(REQUESTOR.to_owned()),
+                notes: Some(format!("processing taken over from instance {owner} after its lease expired: a new seller-search round started")),
+                metadata: Some(serde_json::Map::from_iter([
+                    ("reason".to_owned(), serde_json::Value::from("lease_expired")),
+                    ("previous_owner".to_owned(), serde_json::Value::from(owner.as_str())),
+                ])),
+            },
         };
         match self
             .inner

@@ -24,8 +24,7 @@ use crate::domain::workflow::{self, Stage};
 use crate::domain::{
     Attribution, ChangeError, OrderChange, OrderId, OrderStatus, TimeScale, Timestamp,
 };
-use crate::orders::{OrderService, ServiceError};
-use crate::store::BackgroundRun;
+use crate::orders::{OrderService, RunStart, ServiceError};
 
 /// The store's name for a simulation run.
 const RUN_KIND: &str = "simulation";
@@ -141,22 +140,31 @@ impl Simulator {
         let started_at = self.inner.service.now();
         let plan = plan(id.clone(), from, speed, started_at);
         let (claim, cancel) = self.claim(id)?;
-        self.inner
-            .service
-            .save_run(&BackgroundRun {
-                kind: RUN_KIND.into(),
-                order_id: id.clone(),
-                params: serde_json::json!({ "speed": speed.speed() }),
-                started_at,
-            })
-            .await?;
+        let run =
+            self.inner
+                .service
+                .new_run(RUN_KIND, id, serde_json::json!({ "speed": speed.speed() }));
+        let first = match self.inner.service.claim_run(&run).await? {
+            // Another instance runs it: refused as that instance would.
+            RunStart::HeldBy(owner) => {
+                tracing::info!(order_id = %id, %owner, "workflow simulation already running on another instance");
+                return Err(SimError::AlreadyRunning(id.clone()));
+            }
+            RunStart::Owned { taken_from: None } => Attribution::by(SIMULATOR),
+            RunStart::Owned {
+                taken_from: Some(owner),
+            } => {
+                tracing::warn!(order_id = %id, previous_owner = %owner, "workflow simulation taken over after its owner's lease expired");
+                taken_over(&owner)
+            }
+        };
         tracing::info!(order_id = %id, speed = speed.speed(), from = %from, "workflow simulation started");
         let inner = Arc::clone(&self.inner);
         let id = id.clone();
         self.inner.tracker.spawn(async move {
             // Held for the run's whole life; its drop frees the slot.
             let _claim = claim;
-            drive(&inner.service, &id, stages, speed, &cancel).await;
+            drive(&inner.service, &id, stages, speed, &cancel, first).await;
             // A run stopped by shutdown stays recorded, to be resumed.
             if !inner.shutdown.is_cancelled() {
                 if let Err(err) = inner.service.end_run(RUN_KIND, &id).await {
@@ -167,14 +175,19 @@ impl Simulator {
         Ok(plan)
     }
 
-    /// Starts again every simulation that was running when the server last
-    /// stopped, from each order's current status at its recorded speed; a
-    /// run whose order is gone or finished is forgotten. Returns how many
-    /// resumed.
+    /// Starts every recorded simulation this instance may take: at start,
+    /// those that were running when it last stopped; with other instances,
+    /// also those whose owner's lease expired (called by the heartbeat).
+    /// Each goes on from its order's current status at its recorded speed;
+    /// a run whose order is gone or finished is forgotten. Returns how many
+    /// started.
     pub async fn resume(&self) -> Result<usize, SimError> {
         let mut resumed = 0;
         for run in self.inner.service.runs(RUN_KIND).await? {
             let id = &run.order_id;
+            if self.inner.running.contains_key(id) || !self.inner.service.may_take(&run) {
+                continue;
+            }
             let speed = run
                 .params
                 .get("speed")
@@ -187,14 +200,20 @@ impl Simulator {
             match started {
                 Ok(plan) => {
                     resumed += 1;
-                    tracing::info!(order_id = %id, from = %plan.from_status, "workflow simulation resumed after a restart");
+                    tracing::info!(order_id = %id, from = %plan.from_status, previous_owner = %run.owner, "workflow simulation resumed");
                 }
+                // Claimed by another instance meanwhile.
+                Err(SimError::AlreadyRunning(_)) => {}
                 Err(SimError::Service(ServiceError::Store(err))) => {
                     return Err(SimError::Service(ServiceError::Store(err)))
                 }
                 Err(why) => {
                     tracing::info!(order_id = %id, reason = %why, "workflow simulation not resumed");
-                    self.inner.service.end_run(RUN_KIND, id).await?;
+                    // Only this instance's record can be ended: take it first.
+                    let mine = self.inner.service.new_run(RUN_KIND, id, run.params.clone());
+                    if let RunStart::Owned { .. } = self.inner.service.claim_run(&mine).await? {
+                        self.inner.service.end_run(RUN_KIND, id).await?;
+                    }
                 }
             }
         }
@@ -258,6 +277,23 @@ impl Drop for RunClaim {
     }
 }
 
+/// Who made the first step of a simulation taken over from `owner`, and why.
+fn taken_over(owner: &str) -> Attribution {
+    Attribution {
+        updated_by: Some(SIMULATOR.to_owned()),
+        notes: Some(format!(
+            "simulation taken over from instance {owner} after its lease expired"
+        )),
+        metadata: Some(serde_json::Map::from_iter([
+            (
+                "reason".to_owned(),
+                serde_json::Value::from("lease_expired"),
+            ),
+            ("previous_owner".to_owned(), serde_json::Value::from(owner)),
+        ])),
+    }
+}
+
 /// The status that follows `stage` on the timeline.
 fn following(stages: &[Stage], index: usize) -> OrderStatus {
     stages
@@ -298,7 +334,9 @@ async fn drive(
     stages: &[Stage],
     speed: TimeScale,
     cancel: &CancellationToken,
+    first: Attribution,
 ) {
+    let mut attribution = Some(first);
     let start = tokio::time::Instant::now();
     let mut due = start;
     for (index, stage) in stages.iter().enumerate() {
@@ -311,7 +349,13 @@ async fn drive(
         }
         let next = following(stages, index);
         match service
-            .apply(id, OrderChange::SetStatus(next), Attribution::by(SIMULATOR))
+            .apply(
+                id,
+                OrderChange::SetStatus(next),
+                attribution
+                    .take()
+                    .unwrap_or_else(|| Attribution::by(SIMULATOR)),
+            )
             .await
         {
             Ok(_) => {}

@@ -505,34 +505,83 @@ async fn background_runs_are_recorded_until_they_end(
     store: Arc<dyn OrderStore>,
     f: Fixture,
 ) -> Fixture {
-    let run = |id: &str, speed: f64| BackgroundRun {
+    let now = t("2025-01-12T20:31:00Z");
+    let run = |id: &str, speed: f64, owner: &str, until: &str| BackgroundRun {
         kind: "simulation".into(),
         order_id: id.parse().unwrap(),
         params: serde_json::json!({ "speed": speed }),
-        started_at: t("2025-01-12T20:31:00Z"),
+        started_at: now,
+        owner: owner.into(),
+        lease_until: t(until),
     };
+    let lease = "2025-01-12T20:31:15Z";
+    let claimed = |previous| RunClaim::Claimed { previous };
     assert!(store.runs("simulation").await.unwrap().is_empty());
-    store.save_run(&run("b", 60.0)).await.unwrap();
-    store.save_run(&run("a", 10.0)).await.unwrap();
-    store.save_run(&run("a", 20.0)).await.unwrap(); // replaces
+    let b = run("b", 60.0, "node-a", lease);
+    assert_eq!(store.claim_run(&b, now).await.unwrap(), claimed(None));
+    let a = run("a", 10.0, "node-a", lease);
+    assert_eq!(store.claim_run(&a, now).await.unwrap(), claimed(None));
+    // The owner may record it again (new settings).
+    let a2 = run("a", 20.0, "node-a", lease);
+    assert_eq!(
+        store.claim_run(&a2, now).await.unwrap(),
+        claimed(Some(a.clone()))
+    );
+    // Another instance may not while the lease holds, and writes nothing.
+    let theirs = run("a", 99.0, "node-b", "2025-01-12T20:32:00Z");
+    assert_eq!(
+        store.claim_run(&theirs, now).await.unwrap(),
+        RunClaim::Held(a2.clone())
+    );
     assert_eq!(
         store.runs("simulation").await.unwrap(),
-        [run("a", 20.0), run("b", 60.0)]
+        [a2.clone(), b.clone()]
     );
     assert!(store.runs("other").await.unwrap().is_empty());
+
+    // The heartbeat extends the owner's leases only.
+    let later = "2025-01-12T20:31:30Z";
+    let mut renewed = store.renew_runs("node-a", t(later)).await.unwrap();
+    renewed.sort();
+    assert_eq!(
+        renewed,
+        [
+            ("simulation".to_owned(), "a".parse().unwrap()),
+            ("simulation".to_owned(), "b".parse().unwrap())
+        ]
+    );
+    assert!(store
+        .renew_runs("node-b", t(later))
+        .await
+        .unwrap()
+        .is_empty());
+    let a3 = run("a", 20.0, "node-a", later);
+    assert_eq!(store.runs("simulation").await.unwrap()[0], a3);
+
+    // Once the lease has expired, another instance takes the run over.
+    let after = t("2025-01-12T20:31:31Z");
+    assert_eq!(
+        store.claim_run(&theirs, after).await.unwrap(),
+        claimed(Some(a3))
+    );
+    // Only the owner ends a run: the old owner's late end changes nothing.
+    let a_id: OrderId = "a".parse().unwrap();
+    store.end_run("simulation", &a_id, "node-a").await.unwrap();
+    assert_eq!(
+        store.runs("simulation").await.unwrap(),
+        [theirs.clone(), run("b", 60.0, "node-a", later)]
+    );
+    store.end_run("simulation", &a_id, "node-b").await.unwrap();
     store
-        .end_run("simulation", &"a".parse().unwrap())
+        .end_run("simulation", &"zz".parse().unwrap(), "node-b")
         .await
         .unwrap();
-    store
-        .end_run("simulation", &"zz".parse().unwrap())
-        .await
-        .unwrap();
-    assert_eq!(store.runs("simulation").await.unwrap(), [run("b", 60.0)]);
+    let remaining = [run("b", 60.0, "node-a", later)];
+    assert_eq!(store.runs("simulation").await.unwrap(), remaining);
     if store.backend() != "memory" {
         assert_eq!(
             f.reopen().await.runs("simulation").await.unwrap(),
-            [run("b", 60.0)]
+            remaining
         );
     }
     f

@@ -9,7 +9,7 @@ use tokio::sync::Notify;
 
 use super::{
     BackgroundRun, Commit, CommitOutcome, IdempotencyRecord, MemoryStore, OrderStore,
-    RequestRecord, StoreError,
+    RequestRecord, RunClaim, StoreError,
 };
 use crate::domain::{Event, Order, OrderId, OrderStatus, Timestamp, Version};
 
@@ -69,11 +69,22 @@ impl OrderStore for FaultyStore {
     async fn purge_idempotency(&self, before: Timestamp) -> Result<u64, StoreError> {
         self.inner.purge_idempotency(before).await
     }
-    async fn save_run(&self, run: &BackgroundRun) -> Result<(), StoreError> {
-        self.inner.save_run(run).await
+    async fn claim_run(
+        &self,
+        run: &BackgroundRun,
+        expired_before: Timestamp,
+    ) -> Result<RunClaim, StoreError> {
+        self.inner.claim_run(run, expired_before).await
     }
-    async fn end_run(&self, kind: &str, id: &OrderId) -> Result<(), StoreError> {
-        self.inner.end_run(kind, id).await
+    async fn renew_runs(
+        &self,
+        owner: &str,
+        until: Timestamp,
+    ) -> Result<Vec<(String, OrderId)>, StoreError> {
+        self.inner.renew_runs(owner, until).await
+    }
+    async fn end_run(&self, kind: &str, id: &OrderId, owner: &str) -> Result<(), StoreError> {
+        self.inner.end_run(kind, id, owner).await
     }
     async fn runs(&self, kind: &str) -> Result<Vec<BackgroundRun>, StoreError> {
         self.inner.runs(kind).await

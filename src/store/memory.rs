@@ -8,7 +8,7 @@ use async_trait::async_trait;
 
 use super::{
     BackgroundRun, Commit, CommitOutcome, IdempotencyRecord, OrderStore, Poisoned, RequestRecord,
-    StoreError,
+    RunClaim, StoreError,
 };
 use crate::domain::{Event, Order, OrderId, OrderStatus, Timestamp, Version};
 
@@ -157,17 +157,47 @@ impl OrderStore for MemoryStore {
         Ok((len - state.keys.len()) as u64)
     }
 
-    async fn save_run(&self, run: &BackgroundRun) -> Result<(), StoreError> {
-        self.state()
-            .runs
-            .insert((run.kind.clone(), run.order_id.clone()), run.clone());
-        Ok(())
+    async fn claim_run(
+        &self,
+        run: &BackgroundRun,
+        expired_before: Timestamp,
+    ) -> Result<RunClaim, StoreError> {
+        let mut state = self.state();
+        let key = (run.kind.clone(), run.order_id.clone());
+        let previous = state.runs.get(&key).cloned();
+        if let Some(held) = previous
+            .as_ref()
+            .filter(|held| held.held_against(&run.owner, expired_before))
+        {
+            return Ok(RunClaim::Held(held.clone()));
+        }
+        state.runs.insert(key, run.clone());
+        Ok(RunClaim::Claimed { previous })
     }
 
-    async fn end_run(&self, kind: &str, order_id: &OrderId) -> Result<(), StoreError> {
-        self.state()
+    async fn renew_runs(
+        &self,
+        owner: &str,
+        until: Timestamp,
+    ) -> Result<Vec<(String, OrderId)>, StoreError> {
+        let mut state = self.state();
+        Ok(state
             .runs
-            .remove(&(kind.to_owned(), order_id.clone()));
+            .values_mut()
+            .filter(|run| run.owner == owner)
+            .map(|run| {
+                run.lease_until = until;
+                (run.kind.clone(), run.order_id.clone())
+            })
+            .collect())
+    }
+
+    async fn end_run(&self, kind: &str, order_id: &OrderId, owner: &str) -> Result<(), StoreError> {
+        let mut state = self.state();
+        let key = (kind.to_owned(), order_id.clone());
+        if state.runs.get(&key).is_some_and(|run| run.owner == owner) {
+            state.runs.remove(&key);
+        }
         Ok(())
     }
 

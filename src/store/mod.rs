@@ -207,15 +207,39 @@ impl Commit {
     }
 }
 
-/// Background work that was running, kept so a restart can resume it.
+/// Background work that was running, kept so a restart (or another
+/// instance) can resume it, with the lease of the instance running it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BackgroundRun {
-    /// What runs: `simulation`.
+    /// What runs: `simulation` or `request_stream`.
     pub kind: String,
     pub order_id: OrderId,
     /// The run's settings.
     pub params: serde_json::Value,
     pub started_at: Timestamp,
+    /// The instance running it.
+    pub owner: String,
+    /// Until when `owner` holds it; renewed by `owner`'s heartbeat. Once
+    /// past, another instance may take the run over.
+    pub lease_until: Timestamp,
+}
+
+impl BackgroundRun {
+    /// Whether this stored run keeps `claimant` from taking it: another
+    /// owner holds it at or after `expired_before`.
+    pub fn held_against(&self, claimant: &str, expired_before: Timestamp) -> bool {
+        self.owner != claimant && self.lease_until >= expired_before
+    }
+}
+
+/// What [`OrderStore::claim_run`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunClaim {
+    /// The run is recorded as the claimant's; `previous` is the record it
+    /// replaced (another owner's expired lease, or the claimant's own).
+    Claimed { previous: Option<BackgroundRun> },
+    /// Another owner holds it; nothing was written.
+    Held(BackgroundRun),
 }
 
 /// One side's record of one order request (the requestor's or the
@@ -288,14 +312,30 @@ pub trait OrderStore: Send + Sync + 'static {
     /// Deletes idempotency records stored before `before`; returns how many.
     async fn purge_idempotency(&self, before: Timestamp) -> Result<u64, StoreError>;
 
-    /// Records that `run` is running (replacing an earlier record of the
-    /// same kind and order).
-    async fn save_run(&self, run: &BackgroundRun) -> Result<(), StoreError>;
+    /// Records `run` as running, owned by `run.owner` until
+    /// `run.lease_until`, unless another owner holds a lease on the same kind
+    /// and order that ends at or after `expired_before`: then nothing is
+    /// written and the holder's record is returned. Atomic: of two
+    /// instances claiming at once, one gets it.
+    async fn claim_run(
+        &self,
+        run: &BackgroundRun,
+        expired_before: Timestamp,
+    ) -> Result<RunClaim, StoreError>;
 
-    /// Forgets the run of `kind` on `order_id`, once it has ended.
-    async fn end_run(&self, kind: &str, order_id: &OrderId) -> Result<(), StoreError>;
+    /// Extends every lease `owner` holds to `until`; returns the runs
+    /// (kind, order) it still holds.
+    async fn renew_runs(
+        &self,
+        owner: &str,
+        until: Timestamp,
+    ) -> Result<Vec<(String, OrderId)>, StoreError>;
 
-    /// The runs of `kind` recorded as running.
+    /// Forgets the run of `kind` on `order_id` once it has ended, if `owner`
+    /// still holds it (a run taken over is the new owner's to end).
+    async fn end_run(&self, kind: &str, order_id: &OrderId, owner: &str) -> Result<(), StoreError>;
+
+    /// The runs of `kind` recorded as running, by order id.
     async fn runs(&self, kind: &str) -> Result<Vec<BackgroundRun>, StoreError>;
 
     /// Saves `side`'s record of the order request `order_req_id` (`side`:

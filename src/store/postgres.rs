@@ -14,7 +14,7 @@ use sqlx::{PgPool, Postgres, Row, Transaction};
 use super::{
     counts_by_status, limit_to_db, parse_stored, version_from_db, version_to_db, BackgroundRun,
     ChangeListener, Commit, CommitOutcome, Hint, IdempotencyRecord, OrderStore, Poisoned,
-    RequestRecord, StoreError, StoredAnswer,
+    RequestRecord, RunClaim, StoreError, StoredAnswer,
 };
 use crate::domain::{Attribution, Event, Order, OrderId, OrderStatus, Timestamp, Version};
 
@@ -189,6 +189,18 @@ async fn commit_one(
     Ok(CommitOutcome::Committed)
 }
 
+fn run_from_row(kind: &str, row: &PgRow) -> Result<BackgroundRun, StoreError> {
+    let Json(params): Json<Value> = row.try_get("params")?;
+    Ok(BackgroundRun {
+        kind: kind.to_owned(),
+        order_id: parse_stored("order id", row.try_get::<&str, _>("order_id")?)?,
+        params,
+        started_at: Timestamp::new(row.try_get("started_at")?),
+        owner: row.try_get("owner")?,
+        lease_until: Timestamp::new(row.try_get("lease_until")?),
+    })
+}
+
 fn event_from_row(row: &PgRow) -> Result<Event, StoreError> {
     let metadata: Option<Json<Map<String, Value>>> = row.try_get("metadata")?;
     Ok(Event {
@@ -338,48 +350,112 @@ impl OrderStore for PostgresStore {
         )
     }
 
-    async fn save_run(&self, run: &BackgroundRun) -> Result<(), StoreError> {
+    async fn claim_run(
+        &self,
+        run: &BackgroundRun,
+        expired_before: Timestamp,
+    ) -> Result<RunClaim, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let select = "SELECT order_id, params, started_at, owner, lease_until FROM background_runs
+                      WHERE kind = $1 AND order_id = $2 FOR UPDATE";
+        let read = |row: Option<PgRow>| row.map(|row| run_from_row(&run.kind, &row)).transpose();
+        let mut previous = read(
+            sqlx::query(select)
+                .bind(&run.kind)
+                .bind(run.order_id.as_str())
+                .fetch_optional(&mut *tx)
+                .await?,
+        )?;
+        if previous.is_none() {
+            let inserted = sqlx::query(
+                "INSERT INTO background_runs (kind, order_id, params, started_at, owner, lease_until)
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (kind, order_id) DO NOTHING",
+            )
+            .bind(&run.kind)
+            .bind(run.order_id.as_str())
+            .bind(Json(&run.params))
+            .bind(at(run.started_at))
+            .bind(&run.owner)
+            .bind(at(run.lease_until))
+            .execute(&mut *tx)
+            .await?;
+            if inserted.rows_affected() == 1 {
+                tx.commit().await?;
+                return Ok(RunClaim::Claimed { previous: None });
+            }
+            // Another instance inserted it meanwhile: read what it wrote.
+            previous = read(
+                sqlx::query(select)
+                    .bind(&run.kind)
+                    .bind(run.order_id.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await?,
+            )?;
+        }
+        if let Some(held) = previous
+            .as_ref()
+            .filter(|held| held.held_against(&run.owner, expired_before))
+        {
+            return Ok(RunClaim::Held(held.clone()));
+        }
         sqlx::query(
-            "INSERT INTO background_runs (kind, order_id, params, started_at) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (kind, order_id) DO UPDATE SET
-                 params = excluded.params, started_at = excluded.started_at",
+            "INSERT INTO background_runs (kind, order_id, params, started_at, owner, lease_until)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (kind, order_id) DO UPDATE SET params = excluded.params,
+                 started_at = excluded.started_at, owner = excluded.owner,
+                 lease_until = excluded.lease_until",
         )
         .bind(&run.kind)
         .bind(run.order_id.as_str())
         .bind(Json(&run.params))
         .bind(at(run.started_at))
-        .execute(&self.pool)
+        .bind(&run.owner)
+        .bind(at(run.lease_until))
+        .execute(&mut *tx)
         .await?;
-        Ok(())
+        tx.commit().await?;
+        Ok(RunClaim::Claimed { previous })
     }
 
-    async fn end_run(&self, kind: &str, order_id: &OrderId) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM background_runs WHERE kind = $1 AND order_id = $2")
+    async fn renew_runs(
+        &self,
+        owner: &str,
+        until: Timestamp,
+    ) -> Result<Vec<(String, OrderId)>, StoreError> {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "UPDATE background_runs SET lease_until = $2 WHERE owner = $1
+             RETURNING kind, order_id",
+        )
+        .bind(owner)
+        .bind(at(until))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|(kind, id)| Ok((kind, parse_stored("order id", &id)?)))
+            .collect()
+    }
+
+    async fn end_run(&self, kind: &str, order_id: &OrderId, owner: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM background_runs WHERE kind = $1 AND order_id = $2 AND owner = $3")
             .bind(kind)
             .bind(order_id.as_str())
+            .bind(owner)
             .execute(&self.pool)
             .await?;
         Ok(())
     }
 
     async fn runs(&self, kind: &str) -> Result<Vec<BackgroundRun>, StoreError> {
-        let rows: Vec<(String, Json<Value>, DateTime<Utc>)> = sqlx::query_as(
-            "SELECT order_id, params, started_at FROM background_runs
+        sqlx::query(
+            "SELECT order_id, params, started_at, owner, lease_until FROM background_runs
              WHERE kind = $1 ORDER BY order_id",
         )
         .bind(kind)
         .fetch_all(&self.pool)
-        .await?;
-        rows.into_iter()
-            .map(|(order_id, Json(params), started_at)| {
-                Ok(BackgroundRun {
-                    kind: kind.to_owned(),
-                    order_id: parse_stored("order id", &order_id)?,
-                    params,
-                    started_at: Timestamp::new(started_at),
-                })
-            })
-            .collect()
+        .await?
+        .iter()
+        .map(|row| run_from_row(kind, row))
+        .collect()
     }
 
     async fn save_request_record(

@@ -15,7 +15,7 @@ use sqlx::{Row, Sqlite, SqlitePool, Transaction};
 use super::{
     counts_by_status, limit_to_db, metadata_from_json, order_from_json, parse_stored,
     version_from_db, version_to_db, BackgroundRun, Commit, CommitOutcome, IdempotencyRecord,
-    OrderStore, Poisoned, RequestRecord, StoreError, StoredAnswer,
+    OrderStore, Poisoned, RequestRecord, RunClaim, StoreError, StoredAnswer,
 };
 use crate::domain::{Attribution, Event, Order, OrderId, OrderStatus, Timestamp, Version};
 
@@ -182,6 +182,30 @@ fn event_from_row(row: &SqliteRow) -> Result<Event, StoreError> {
     })
 }
 
+/// A `background_runs` row: order id, params, start, owner, lease end.
+#[derive(sqlx::FromRow)]
+struct RunRow {
+    order_id: String,
+    params: String,
+    started_at: String,
+    owner: String,
+    lease_until: String,
+}
+
+impl RunRow {
+    fn into_run(self, kind: &str) -> Result<BackgroundRun, StoreError> {
+        Ok(BackgroundRun {
+            kind: kind.to_owned(),
+            order_id: parse_stored("order id", &self.order_id)?,
+            params: serde_json::from_str(&self.params)
+                .map_err(|err| StoreError::Corrupt(format!("run params: {err}")))?,
+            started_at: parse_stored("run start", &self.started_at)?,
+            owner: self.owner,
+            lease_until: parse_stored("run lease", &self.lease_until)?,
+        })
+    }
+}
+
 #[async_trait]
 impl OrderStore for SqliteStore {
     async fn commit(&self, batch: &[Commit]) -> Result<Vec<CommitOutcome>, StoreError> {
@@ -293,49 +317,86 @@ impl OrderStore for SqliteStore {
         )
     }
 
-    async fn save_run(&self, run: &BackgroundRun) -> Result<(), StoreError> {
+    async fn claim_run(
+        &self,
+        run: &BackgroundRun,
+        expired_before: Timestamp,
+    ) -> Result<RunClaim, StoreError> {
+        // IMMEDIATE: the read and the write below see no other writer between.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let previous = sqlx::query_as::<_, RunRow>(
+            "SELECT order_id, params, started_at, owner, lease_until FROM background_runs
+             WHERE kind = ? AND order_id = ?",
+        )
+        .bind(&run.kind)
+        .bind(run.order_id.as_str())
+        .fetch_optional(&mut *tx)
+        .await?
+        .map(|row| row.into_run(&run.kind))
+        .transpose()?;
+        if let Some(held) = previous
+            .as_ref()
+            .filter(|held| held.held_against(&run.owner, expired_before))
+        {
+            return Ok(RunClaim::Held(held.clone()));
+        }
         sqlx::query(
-            "INSERT INTO background_runs (kind, order_id, params, started_at) VALUES (?, ?, ?, ?)
-             ON CONFLICT (kind, order_id) DO UPDATE SET
-                 params = excluded.params, started_at = excluded.started_at",
+            "INSERT INTO background_runs (kind, order_id, params, started_at, owner, lease_until)
+             VALUES (?, ?, ?, ?, ?, ?)
+             ON CONFLICT (kind, order_id) DO UPDATE SET params = excluded.params,
+                 started_at = excluded.started_at, owner = excluded.owner,
+                 lease_until = excluded.lease_until",
         )
         .bind(&run.kind)
         .bind(run.order_id.as_str())
         .bind(run.params.to_string())
         .bind(run.started_at.to_string())
-        .execute(&self.pool)
+        .bind(&run.owner)
+        .bind(run.lease_until.to_string())
+        .execute(&mut *tx)
         .await?;
-        Ok(())
+        tx.commit().await?;
+        Ok(RunClaim::Claimed { previous })
     }
 
-    async fn end_run(&self, kind: &str, order_id: &OrderId) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM background_runs WHERE kind = ? AND order_id = ?")
+    async fn renew_runs(
+        &self,
+        owner: &str,
+        until: Timestamp,
+    ) -> Result<Vec<(String, OrderId)>, StoreError> {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "UPDATE background_runs SET lease_until = ? WHERE owner = ? RETURNING kind, order_id",
+        )
+        .bind(until.to_string())
+        .bind(owner)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|(kind, id)| Ok((kind, parse_stored("order id", &id)?)))
+            .collect()
+    }
+
+    async fn end_run(&self, kind: &str, order_id: &OrderId, owner: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM background_runs WHERE kind = ? AND order_id = ? AND owner = ?")
             .bind(kind)
             .bind(order_id.as_str())
+            .bind(owner)
             .execute(&self.pool)
             .await?;
         Ok(())
     }
 
     async fn runs(&self, kind: &str) -> Result<Vec<BackgroundRun>, StoreError> {
-        let rows: Vec<(String, String, String)> = sqlx::query_as(
-            "SELECT order_id, params, started_at FROM background_runs
+        sqlx::query_as::<_, RunRow>(
+            "SELECT order_id, params, started_at, owner, lease_until FROM background_runs
              WHERE kind = ? ORDER BY order_id",
         )
         .bind(kind)
         .fetch_all(&self.pool)
-        .await?;
-        rows.into_iter()
-            .map(|(order_id, params, started_at)| {
-                Ok(BackgroundRun {
-                    kind: kind.to_owned(),
-                    order_id: parse_stored("order id", &order_id)?,
-                    params: serde_json::from_str(&params)
-                        .map_err(|err| StoreError::Corrupt(format!("run params: {err}")))?,
-                    started_at: parse_stored("run start", &started_at)?,
-                })
-            })
-            .collect()
+        .await?
+        .into_iter()
+        .map(|row| row.into_run(kind))
+        .collect()
     }
 
     async fn save_request_record(

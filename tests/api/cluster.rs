@@ -250,3 +250,85 @@ async fn an_instance_whose_database_is_gone_stops_being_ready() {
         (json!(false), json!(1))
     );
 }
+
+/// `POST` `path` with `body` on `addr`: the status and the JSON answer.
+async fn post_at(addr: std::net::SocketAddr, path: &str, body: &Value) -> (StatusCode, Value) {
+    let response = reqwest::Client::new()
+        .post(format!("http://{addr}{path}"))
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    (
+        response.status(),
+        response.json().await.unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn work_that_must_run_once_runs_on_one_instance_and_moves_when_its_owner_dies() {
+    let Some(db) = PgDatabase::create(
+        "work_that_must_run_once_runs_on_one_instance_and_moves_when_its_owner_dies",
+    )
+    .await
+    else {
+        return;
+    };
+    let lease = ["--lease-ttl", "2", "--instance-id", "node-a"];
+    let a = crate::crash::Server::start_with(&db.url, &lease).await;
+    let b = spawn_app_at(&db.url, |config| {
+        config.no_sample_orders = true;
+        config.instance_id = Some("node-b".into());
+        config.lease_ttl = Duration::from_secs(2);
+    })
+    .await;
+    let initiate =
+        json!({"order_req_id": "LEASE1", "session_id": "s1", "notification_type": "sms"});
+    let (status, first) = post_at(a.addr, "/api/v1/orders/initiate", &initiate).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    assert_eq!(first["message"], "Order initiated successfully");
+    // A duplicate is refused alike by the owner and by another instance.
+    let (_, on_a) = post_at(a.addr, "/api/v1/orders/initiate", &initiate).await;
+    let (status, on_b) = post_at(b.addr, "/api/v1/orders/initiate", &initiate).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(on_a["message"], "Order already being processed");
+    assert_eq!(on_b, on_a);
+
+    // The same for a simulation (at real time: it outlives the test).
+    let (status, _) = post_at(a.addr, "/api/v1/orders", &new_order("SIM1")).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let simulate = "/api/v1/orders/SIM1/simulate-workflow?speed=1";
+    let (status, body) = post_at(a.addr, simulate, &Value::Null).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let (status_a, again_a) = post_at(a.addr, simulate, &Value::Null).await;
+    let (status_b, again_b) = post_at(b.addr, simulate, &Value::Null).await;
+    assert_eq!(
+        (status_a, status_b),
+        (StatusCode::CONFLICT, StatusCode::CONFLICT)
+    );
+    assert_eq!(again_a, again_b);
+    assert_eq!(b.stats().await["simulations_running"], 0, "B runs nothing");
+
+    // The owner dies; once its lease has expired, B takes both over.
+    a.kill().await;
+    let taken_over = async {
+        loop {
+            let stats = b.stats().await;
+            if stats["simulations_running"] == 1 && stats["order_requests"]["active_streams"] == 1 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), taken_over)
+        .await
+        .expect("B takes the stream and the simulation over");
+    let (_, history) = b.history("LEASE1", "").await;
+    let last = history["data"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["kind"], "search_restarted", "{history}");
+    assert_eq!(last["metadata"]["reason"], "lease_expired");
+    assert_eq!(last["metadata"]["previous_owner"], "node-a");
+    // And B is now the one that refuses duplicates.
+    let (_, on_b) = post_at(b.addr, "/api/v1/orders/initiate", &initiate).await;
+    assert_eq!(on_b["message"], "Order already being processed");
+}

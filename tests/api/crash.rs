@@ -30,6 +30,11 @@ pub struct Server {
 
 impl Server {
     pub async fn start(database_url: &str) -> Server {
+        Server::start_with(database_url, &[]).await
+    }
+
+    /// [`Server::start`] with more flags.
+    pub async fn start_with(database_url: &str, flags: &[&str]) -> Server {
         let port = {
             let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             probe.local_addr().unwrap().port()
@@ -38,6 +43,7 @@ impl Server {
         let child = Command::new(env!("CARGO_BIN_EXE_order-tracker"))
             .args(["--addr", &addr.to_string(), "--database-url", database_url])
             .arg("--no-sample-orders")
+            .args(flags)
             .env("RUST_LOG", "warn")
             .stdout(std::process::Stdio::null())
             .kill_on_drop(true)

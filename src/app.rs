@@ -276,7 +276,8 @@ async fn maintain(service: OrderService, idle: Duration, shutdown: CancellationT
 }
 
 /// Every third of a lease until shutdown: renews this instance's leases,
-/// then takes over the runs whose owners' leases expired (another instance
+/// stops what it no longer holds (stopped elsewhere, or taken over after a
+/// lapse), then takes over the runs whose owners' leases expired (another instance
 /// died) and retries those that failed to resume.
 async fn heartbeat(
     service: OrderService,
@@ -292,9 +293,18 @@ async fn heartbeat(
             () = shutdown.cancelled() => return,
             _ = ticks.tick() => {}
         }
-        if let Err(err) = service.renew_leases().await {
-            tracing::warn!(error = %err, "cannot renew this instance's leases");
-            continue;
+        let held = match service.renew_leases().await {
+            Ok(held) => held,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot renew this instance's leases");
+                continue;
+            }
+        };
+        if let Err(err) = simulator.stop_lost(&held).await {
+            tracing::warn!(error = %err, "cannot check this instance's simulations");
+        }
+        if let Err(err) = requestor.stop_lost(&held).await {
+            tracing::warn!(error = %err, "cannot check this instance's processing streams");
         }
         match simulator.resume().await {
             Ok(0) => {}

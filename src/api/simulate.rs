@@ -135,7 +135,7 @@ pub async fn cancel_simulation(
 ) -> Result<Response> {
     let simulator = state.simulator.clone();
     idempotent::once(&state.service, key, |_| async move {
-        simulator.cancel(&id)?;
+        simulator.cancel(&id).await?;
         Ok(Json(SimulationCancelled {
             success: true,
             message: "Workflow simulation cancelled",

@@ -76,6 +76,13 @@ impl OrderService {
             .await?)
     }
 
+    /// Asks whichever instance runs `kind` on `id` to stop it: forgets the
+    /// run, and its owner stops it at its next heartbeat. Returns whether
+    /// it was recorded.
+    pub async fn cancel_run(&self, kind: &str, id: &OrderId) -> Result<bool> {
+        Ok(self.inner.store.cancel_run(kind, id).await?)
+    }
+
     /// The runs of `kind` recorded as running, whoever owns them.
     pub async fn runs(&self, kind: &str) -> Result<Vec<BackgroundRun>> {
         Ok(self.inner.store.runs(kind).await?)
@@ -99,6 +106,36 @@ impl OrderService {
         let now = self.now().plus(chrono::TimeDelta::microseconds(-1));
         self.inner.store.renew_runs(self.instance_id(), now).await?;
         Ok(())
+    }
+
+    /// Of `running` (the runs of `kind` running here, each recorded with
+    /// its lease already), those this instance no longer holds: cancelled
+    /// by a request on another instance, or taken over after this instance
+    /// failed to renew in time. `held` is what the last heartbeat renewed;
+    /// a run missing from it is checked against the store, since it may have
+    /// been claimed after the heartbeat.
+    pub async fn lost_runs(
+        &self,
+        kind: &str,
+        running: Vec<OrderId>,
+        held: &[(String, OrderId)],
+    ) -> Result<Vec<OrderId>> {
+        let missing: Vec<OrderId> = running
+            .into_iter()
+            .filter(|id| !held.iter().any(|(k, h)| k == kind && h == id))
+            .collect();
+        if missing.is_empty() {
+            return Ok(missing);
+        }
+        let recorded = self.runs(kind).await?;
+        Ok(missing
+            .into_iter()
+            .filter(|id| {
+                !recorded
+                    .iter()
+                    .any(|run| &run.order_id == id && run.owner == self.instance_id())
+            })
+            .collect())
     }
 
     /// How long a lease lasts.

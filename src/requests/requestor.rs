@@ -337,6 +337,9 @@ struct Inner {
 struct ActiveStream {
     /// Which stream holds the slot.
     serial: u64,
+    /// Its lease is recorded: from now on, the heartbeat checks it is still
+    /// this instance's.
+    leased: bool,
     /// Cancelled by `/stop` (and, as a child of shutdown, by shutdown).
     stop: CancellationToken,
     /// Cancelled by the guard once the slot is free, so `/stop` can wait.
@@ -533,6 +536,11 @@ impl Requestor {
         let id = slot.id.clone();
         let changes = self.inner.service.changes(&id).await?;
         slot.started = true;
+        if let Some(mut active) = self.inner.active.get_mut(&id) {
+            if active.serial == slot.serial {
+                active.leased = true;
+            }
+        }
         self.inner.streams_started.fetch_add(1, Ordering::Relaxed);
         tracing::info!(order_req_id = %id, scenario = %options.scenario, "processing stream marked active");
         let inner = Arc::clone(&self.inner);
@@ -652,6 +660,7 @@ impl Requestor {
             Entry::Vacant(slot) => {
                 slot.insert(ActiveStream {
                     serial,
+                    leased: false,
                     stop: stop.clone(),
                     ended: ended.clone(),
                 });
@@ -795,6 +804,11 @@ impl Requestor {
             .get(id)
             .map(|stream| (stream.stop.clone(), stream.ended.clone()));
         let Some((stop, ended)) = tokens else {
+            // Running on another instance: it stops at its next heartbeat.
+            if self.inner.service.cancel_run(STREAM_RUN, id).await? {
+                tracing::info!(order_req_id = %id, "processing stream of another instance stop requested");
+                return Ok(false);
+            }
             return Err(if self.inner.requests.contains(id) {
                 RequestError::NotActive(id.clone())
             } else {
@@ -806,6 +820,31 @@ impl Requestor {
         Ok(tokio::time::timeout(STOP_WAIT, ended.cancelled())
             .await
             .is_ok())
+    }
+
+    /// Stops the streams here that this instance no longer holds (see
+    /// [`OrderService::lost_runs`]), as `/stop` would; `held` is what the
+    /// heartbeat renewed. Returns how many.
+    pub async fn stop_lost(&self, held: &[(String, OrderId)]) -> Result<usize, RequestError> {
+        let leased = self
+            .inner
+            .active
+            .iter()
+            .filter(|stream| stream.leased)
+            .map(|stream| stream.key().clone())
+            .collect();
+        let lost = self
+            .inner
+            .service
+            .lost_runs(STREAM_RUN, leased, held)
+            .await?;
+        for id in &lost {
+            if let Some(stream) = self.inner.active.get(id) {
+                stream.stop.cancel();
+                tracing::warn!(order_req_id = %id, "processing stream stopped here: stopped on another instance, or taken over after this instance's lease lapsed");
+            }
+        }
+        Ok(lost.len())
     }
 
     /// Whether a processing stream runs for `id` now.

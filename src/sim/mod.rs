@@ -94,6 +94,9 @@ struct Inner {
 struct Run {
     /// Which run this is.
     serial: u64,
+    /// Its lease is recorded: from now on, the heartbeat checks it is
+    /// still this instance's.
+    leased: bool,
     /// Cancels this run only.
     cancel: CancellationToken,
 }
@@ -158,6 +161,11 @@ impl Simulator {
                 taken_over(&owner)
             }
         };
+        if let Some(mut run) = self.inner.running.get_mut(id) {
+            if run.serial == claim.serial {
+                run.leased = true;
+            }
+        }
         tracing::info!(order_id = %id, speed = speed.speed(), from = %from, "workflow simulation started");
         let inner = Arc::clone(&self.inner);
         let id = id.clone();
@@ -232,6 +240,7 @@ impl Simulator {
             Entry::Vacant(slot) => {
                 slot.insert(Run {
                     serial,
+                    leased: false,
                     cancel: cancel.clone(),
                 });
                 let claim = RunClaim {
@@ -244,16 +253,41 @@ impl Simulator {
         }
     }
 
-    /// Stops the simulation of `id`; the order stays where it is.
-    pub fn cancel(&self, id: &OrderId) -> Result<(), SimError> {
-        let (_, run) = self
+    /// Stops the simulation of `id`; the order stays where it is. One
+    /// running on another instance is stopped by that instance within a
+    /// heartbeat (a third of the lease).
+    pub async fn cancel(&self, id: &OrderId) -> Result<(), SimError> {
+        if let Some((_, run)) = self.inner.running.remove(id) {
+            run.cancel.cancel();
+            tracing::info!(order_id = %id, "workflow simulation cancelled");
+            return Ok(());
+        }
+        if self.inner.service.cancel_run(RUN_KIND, id).await? {
+            tracing::info!(order_id = %id, "workflow simulation of another instance cancelled");
+            return Ok(());
+        }
+        Err(SimError::NotRunning(id.clone()))
+    }
+
+    /// Stops the runs here that this instance no longer holds (see
+    /// [`OrderService::lost_runs`]); `held` is what the heartbeat renewed.
+    /// Returns how many.
+    pub async fn stop_lost(&self, held: &[(String, OrderId)]) -> Result<usize, SimError> {
+        let leased = self
             .inner
             .running
-            .remove(id)
-            .ok_or_else(|| SimError::NotRunning(id.clone()))?;
-        run.cancel.cancel();
-        tracing::info!(order_id = %id, "workflow simulation cancelled");
-        Ok(())
+            .iter()
+            .filter(|run| run.leased)
+            .map(|run| run.key().clone())
+            .collect();
+        let lost = self.inner.service.lost_runs(RUN_KIND, leased, held).await?;
+        for id in &lost {
+            if let Some((_, run)) = self.inner.running.remove(id) {
+                run.cancel.cancel();
+                tracing::warn!(order_id = %id, "workflow simulation stopped here: cancelled on another instance, or taken over after this instance's lease lapsed");
+            }
+        }
+        Ok(lost.len())
     }
 }
 
@@ -416,7 +450,7 @@ mod tests {
 
         // A cancelled run's late guard leaves its successor alone.
         let (old, _cancel) = simulator.claim(&id).unwrap();
-        simulator.cancel(&id).unwrap();
+        simulator.cancel(&id).await.unwrap();
         let (new, _cancel) = simulator.claim(&id).unwrap();
         drop(old);
         assert_eq!(simulator.running(), 1);

@@ -576,6 +576,24 @@ async fn background_runs_are_recorded_until_they_end(
         .end_run("simulation", &"zz".parse().unwrap(), "node-b")
         .await
         .unwrap();
+    // Anyone may cancel a run, whoever owns it; the owner's heartbeat no
+    // longer finds it.
+    assert!(!store
+        .cancel_run("simulation", &"c".parse().unwrap())
+        .await
+        .unwrap());
+    store
+        .claim_run(&run("c", 1.0, "node-a", later), now)
+        .await
+        .unwrap();
+    assert!(store
+        .cancel_run("simulation", &"c".parse().unwrap())
+        .await
+        .unwrap());
+    assert_eq!(
+        store.renew_runs("node-a", t(later)).await.unwrap(),
+        [("simulation".to_owned(), "b".parse().unwrap())]
+    );
     let remaining = [run("b", 60.0, "node-a", later)];
     assert_eq!(store.runs("simulation").await.unwrap(), remaining);
     if store.backend() != "memory" {

@@ -86,6 +86,9 @@ impl OrderStore for FaultyStore {
     async fn end_run(&self, kind: &str, id: &OrderId, owner: &str) -> Result<(), StoreError> {
         self.inner.end_run(kind, id, owner).await
     }
+    async fn cancel_run(&self, kind: &str, id: &OrderId) -> Result<bool, StoreError> {
+        self.inner.cancel_run(kind, id).await
+    }
     async fn runs(&self, kind: &str) -> Result<Vec<BackgroundRun>, StoreError> {
         self.inner.runs(kind).await
     }

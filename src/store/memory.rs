@@ -201,6 +201,14 @@ impl OrderStore for MemoryStore {
         Ok(())
     }
 
+    async fn cancel_run(&self, kind: &str, order_id: &OrderId) -> Result<bool, StoreError> {
+        Ok(self
+            .state()
+            .runs
+            .remove(&(kind.to_owned(), order_id.clone()))
+            .is_some())
+    }
+
     async fn runs(&self, kind: &str) -> Result<Vec<BackgroundRun>, StoreError> {
         let mut runs: Vec<BackgroundRun> = self
             .state()

@@ -335,6 +335,11 @@ pub trait OrderStore: Send + Sync + 'static {
     /// still holds it (a run taken over is the new owner's to end).
     async fn end_run(&self, kind: &str, order_id: &OrderId, owner: &str) -> Result<(), StoreError>;
 
+    /// Forgets the run of `kind` on `order_id`, whoever owns it: a request
+    /// to stop it. Its owner's next heartbeat no longer finds it and stops
+    /// it. Returns whether it was recorded.
+    async fn cancel_run(&self, kind: &str, order_id: &OrderId) -> Result<bool, StoreError>;
+
     /// The runs of `kind` recorded as running, by order id.
     async fn runs(&self, kind: &str) -> Result<Vec<BackgroundRun>, StoreError>;
 

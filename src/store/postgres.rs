@@ -445,6 +445,18 @@ impl OrderStore for PostgresStore {
         Ok(())
     }
 
+    async fn cancel_run(&self, kind: &str, order_id: &OrderId) -> Result<bool, StoreError> {
+        Ok(
+            sqlx::query("DELETE FROM background_runs WHERE kind = $1 AND order_id = $2")
+                .bind(kind)
+                .bind(order_id.as_str())
+                .execute(&self.pool)
+                .await?
+                .rows_affected()
+                > 0,
+        )
+    }
+
     async fn runs(&self, kind: &str) -> Result<Vec<BackgroundRun>, StoreError> {
         sqlx::query(
             "SELECT order_id, params, started_at, owner, lease_until FROM background_runs

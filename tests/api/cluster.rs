@@ -332,3 +332,66 @@ async fn work_that_must_run_once_runs_on_one_instance_and_moves_when_its_owner_d
     let (_, on_b) = post_at(b.addr, "/api/v1/orders/initiate", &initiate).await;
     assert_eq!(on_b["message"], "Order already being processed");
 }
+
+#[tokio::test]
+async fn work_running_on_one_instance_is_stopped_from_another() {
+    let Some(db) = PgDatabase::create("work_running_on_one_instance_is_stopped_from_another").await
+    else {
+        return;
+    };
+    let mut apps = Vec::new();
+    for name in ["node-a", "node-b"] {
+        apps.push(
+            spawn_app_at(&db.url, |config| {
+                config.no_sample_orders = true;
+                config.instance_id = Some(name.into());
+                config.lease_ttl = Duration::from_millis(1500);
+            })
+            .await,
+        );
+    }
+    let (a, b) = (&apps[0], &apps[1]);
+    a.create_order(&new_order("SIM1")).await;
+    let (status, _) = a
+        .post("/api/v1/orders/SIM1/simulate-workflow?speed=1")
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let (status, _) = a
+        .post_json(
+            "/api/v1/orders/initiate",
+            &json!({"order_req_id": "REQ1", "session_id": "s1", "notification_type": "sms"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(a.stats().await["simulations_running"], 1);
+
+    // Both are stopped through B, which runs neither.
+    let url = b.url("/api/v1/orders/SIM1/simulate-workflow");
+    let response = b.client.delete(url).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let (status, body) = b.post("/api/v1/orders/REQ1/stop").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let stopped = async {
+        loop {
+            let stats = a.stats().await;
+            if stats["simulations_running"] == 0 && stats["order_requests"]["active_streams"] == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(15), stopped)
+        .await
+        .expect("A stops both at its next heartbeat");
+    // Nobody takes them over: they were stopped, not orphaned.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for app in [a, b] {
+        let stats = app.stats().await;
+        assert_eq!(stats["simulations_running"], 0);
+        assert_eq!(stats["order_requests"]["active_streams"], 0);
+    }
+    // A second stop finds nothing running anywhere.
+    let url = b.url("/api/v1/orders/SIM1/simulate-workflow");
+    let response = b.client.delete(url).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+}

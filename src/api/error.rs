@@ -14,6 +14,7 @@ use crate::orders::ServiceError;
 use crate::requests::transport::ProcessorError;
 use crate::requests::RequestError;
 use crate::sim::SimError;
+use crate::store::StoreError;
 use crate::tracking::PollError;
 
 /// Everything an endpoint can answer instead of success.
@@ -158,6 +159,8 @@ fn service_status(err: &ServiceError) -> StatusCode {
         ServiceError::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
         ServiceError::KeyReused(_) => StatusCode::UNPROCESSABLE_ENTITY,
         ServiceError::KeyInFlight(_) => StatusCode::CONFLICT,
+        // The database is away: nothing was acknowledged; retry later.
+        ServiceError::Store(StoreError::Backend(_)) => StatusCode::SERVICE_UNAVAILABLE,
         ServiceError::Poll(PollError::CursorAhead)
         | ServiceError::Store(_)
         | ServiceError::KeyTaken => StatusCode::INTERNAL_SERVER_ERROR,
@@ -179,6 +182,7 @@ fn service_code(err: &ServiceError) -> &'static str {
         ServiceError::PreconditionFailed { .. } => "version_mismatch",
         ServiceError::KeyReused(_) => "idempotency_key_reused",
         ServiceError::KeyInFlight(_) => "idempotency_key_in_flight",
+        ServiceError::Store(StoreError::Backend(_)) => "storage_unavailable",
         ServiceError::Poll(PollError::CursorAhead)
         | ServiceError::Store(_)
         | ServiceError::KeyTaken => "internal_error",
@@ -215,7 +219,12 @@ impl IntoResponse for ApiError {
         {
             // Log the cause for operators; tell the client nothing internal.
             tracing::error!(error = ?self, "request failed");
-            "the server hit an unexpected problem; it has been logged".to_owned()
+            if self.code() == "storage_unavailable" {
+                "the order database cannot be reached; nothing was changed; retry shortly"
+                    .to_owned()
+            } else {
+                "the server hit an unexpected problem; it has been logged".to_owned()
+            }
         } else {
             self.to_string()
         };

@@ -241,6 +241,10 @@ async fn an_instance_whose_database_is_gone_stops_being_ready() {
             .is_some_and(|m| m.contains("node-0 is not ready")),
         "{body}"
     );
+    // A change cannot be acknowledged: 503, retryable, nothing claimed.
+    let (status, body) = app.put_status("x1", "preparing").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"], "storage_unavailable");
     // The parked poll keeps what it knew: at its timeout it answers the
     // state it holds, not an error and not something invented.
     let (status, body, _) = answered(parked).await;

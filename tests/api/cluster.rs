@@ -399,3 +399,33 @@ async fn work_running_on_one_instance_is_stopped_from_another() {
     let response = b.client.delete(url).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn a_rolling_restart_loses_no_update() {
+    let Some(db) = PgDatabase::create("a_rolling_restart_loses_no_update").await else {
+        return;
+    };
+    let mut apps = cluster(&db, 3, Duration::from_secs(600)).await;
+    let c = apps.pop().unwrap();
+    let b = apps.pop().unwrap();
+    let a = apps.pop().unwrap();
+    a.create_order(&new_order("x1")).await;
+    let on_a = a.spawn_track("x1", "?version=1&timeout=60");
+    a.wait_parked(1).await;
+    // SIGTERM on A: its parked poll answers at once with the current state.
+    a.begin_shutdown();
+    let (status, body, took) = answered(on_a).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        (body["has_update"].clone(), body["data"]["version"].clone()),
+        (json!(false), json!(1))
+    );
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    a.stopped().await.unwrap();
+    // The phone reconnects to B with its cursor; a change made on C wakes it.
+    let on_b = b.spawn_track("x1", "?version=1&timeout=60");
+    b.wait_parked(1).await;
+    assert_eq!(c.put_status("x1", "preparing").await.0, StatusCode::OK);
+    let (_, body, _) = answered(on_b).await;
+    assert_eq!(body["data"]["version"], 2);
+}

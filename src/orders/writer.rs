@@ -13,7 +13,9 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Applied, Command, Target};
-use crate::domain::{Event, EventKind, Order, OrderId, OrderSnapshot};
+use crate::domain::{
+    ChangeError, Event, EventKind, Order, OrderChange, OrderId, OrderSnapshot, Timestamp, Version,
+};
 use crate::orders::{load_into_hub, new_order_id, Clock, ServiceError};
 use crate::store::{
     Commit, CommitOutcome, IdempotencyRecord, OrderStore, StoreError, StoredAnswer,
@@ -188,32 +190,32 @@ impl Writer {
                 (order, None, EventKind::Created)
             }
             Target::Change { id, change } => {
-                let mut current = match latest.get(id) {
+                // The hub's copy, unless this batch changed the order already
+                // or a lost race says the copy is stale.
+                let cached = !latest.contains_key(id) && job.attempts == 0;
+                let current = match latest.get(id) {
                     Some(snapshot) => Arc::clone(snapshot),
-                    // After a lost race the cache may be stale: ask the store.
-                    None => self.current(id, job.attempts > 0).await?,
+                    None => self.current(id, !cached).await?,
                 };
-                if let Some(expected) = command.if_match {
-                    // Another instance may have moved the order since the
-                    // hub heard of it: only the store may refuse If-Match.
-                    if current.version() != expected
-                        && job.attempts == 0
-                        && !latest.contains_key(id)
-                    {
-                        current = self.current(id, true).await?;
+                let verdict = judge(&current, command.if_match, change, now);
+                // Another instance may have moved the order since the hub
+                // heard of it: only the store may refuse a change or call it
+                // a no-op. (One read, and only when the answer is not a commit.)
+                let (current, verdict) = match verdict {
+                    Verdict::Commit(_) => (current, verdict),
+                    _ if !cached => (current, verdict),
+                    _ => {
+                        let stored = self.current(id, true).await?;
+                        let verdict = judge(&stored, command.if_match, change, now);
+                        (stored, verdict)
                     }
-                    let version = current.version();
-                    if version != expected {
-                        return Err(ServiceError::PreconditionFailed {
-                            id: id.clone(),
-                            expected,
-                            current: version,
-                        });
+                };
+                match verdict {
+                    Verdict::Commit(next) => {
+                        (*next, Some(current.version()), EventKind::of(change))
                     }
-                }
-                match current.order().apply(change, now)? {
-                    Some(next) => (next, Some(current.version()), EventKind::of(change)),
-                    None => return Ok(Decision::Unchanged(current)),
+                    Verdict::Unchanged => return Ok(Decision::Unchanged(current)),
+                    Verdict::Refused(err) => return Err(err.into_service_error(id)),
                 }
             }
         };
@@ -276,6 +278,57 @@ async fn catch_up(store: Arc<dyn OrderStore>, hub: Hub, commits: Vec<Commit>) {
         }
         // Best effort: the safety net for a failure already reported.
         let _ = load_into_hub(store.as_ref(), &hub, id).await;
+    }
+}
+
+/// What the rules say of a change to `current`.
+enum Verdict {
+    Commit(Box<Order>),
+    Unchanged,
+    Refused(Refusal),
+}
+
+enum Refusal {
+    /// `If-Match` named another version.
+    Precondition {
+        expected: Version,
+        current: Version,
+    },
+    Change(ChangeError),
+}
+
+impl Refusal {
+    fn into_service_error(self, id: &OrderId) -> ServiceError {
+        match self {
+            Refusal::Precondition { expected, current } => ServiceError::PreconditionFailed {
+                id: id.clone(),
+                expected,
+                current,
+            },
+            Refusal::Change(err) => ServiceError::Change(err),
+        }
+    }
+}
+
+/// Judges `change` (with `if_match`) against `current`, without I/O.
+fn judge(
+    current: &OrderSnapshot,
+    if_match: Option<Version>,
+    change: &OrderChange,
+    now: Timestamp,
+) -> Verdict {
+    if let Some(expected) = if_match {
+        if current.version() != expected {
+            return Verdict::Refused(Refusal::Precondition {
+                expected,
+                current: current.version(),
+            });
+        }
+    }
+    match current.order().apply(change, now) {
+        Ok(Some(next)) => Verdict::Commit(Box::new(next)),
+        Ok(None) => Verdict::Unchanged,
+        Err(err) => Verdict::Refused(Refusal::Change(err)),
     }
 }
 

@@ -22,6 +22,8 @@ use crate::domain::{Attribution, Event, Order, OrderId, OrderStatus, Timestamp, 
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The channel every instance announces its commits on ([`Hint`]s).
 pub const CHANGES_CHANNEL: &str = "order_tracker_changes";
+/// The listening connection's `application_name`, for `pg_stat_activity`.
+pub const LISTENER_NAME: &str = "order-tracker-listen";
 /// Orders compared per query by [`OrderStore::newer`].
 const NEWER_CHUNK: usize = 5_000;
 
@@ -48,7 +50,12 @@ impl PostgresStore {
         let listen_pool = PgPoolOptions::new()
             .max_connections(1)
             .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_lazy_with(pool.connect_options().as_ref().clone());
+            .connect_lazy_with(
+                pool.connect_options()
+                    .as_ref()
+                    .clone()
+                    .application_name(LISTENER_NAME),
+            );
         Ok(PostgresStore { pool, listen_pool })
     }
 }

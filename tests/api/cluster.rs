@@ -42,6 +42,23 @@ async fn kill_listeners(db: &PgDatabase) -> i64 {
     .unwrap()
 }
 
+/// Moves order `id` from version 1 (confirmed) to 2 (preparing) behind every
+/// instance's back: as a writer whose notification was lost.
+async fn move_unannounced(db: &PgDatabase, id: &str) {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let moved = sqlx::query(
+        "UPDATE orders SET version = 2, status = 'preparing',
+             data = jsonb_set(jsonb_set(data, '{version}', '2'), '{status}', '\"preparing\"')
+         WHERE id = $1 AND version = 1",
+    )
+    .bind(id)
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(moved.rows_affected(), 1);
+}
+
 /// What a finished poll answered: its status, body and how long it took.
 async fn answered(
     poll: tokio::task::JoinHandle<(StatusCode, Value, Duration)>,
@@ -153,18 +170,7 @@ async fn the_safety_sweep_delivers_a_change_whose_notification_was_lost() {
     b.wait_parked(1).await;
     // Another writer whose notification never arrives: the row moves, and
     // nobody says so.
-    {
-        use sqlx::Connection;
-        let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
-        sqlx::query(
-            "UPDATE orders SET version = 2, status = 'preparing',
-                 data = jsonb_set(jsonb_set(data, '{version}', '2'), '{status}', '\"preparing\"')
-             WHERE id = 'x1'",
-        )
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    }
+    move_unannounced(&db, "x1").await;
     let (status, body, took) = answered(on_b).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["data"]["version"], 2);
@@ -428,4 +434,42 @@ async fn a_rolling_restart_loses_no_update() {
     assert_eq!(c.put_status("x1", "preparing").await.0, StatusCode::OK);
     let (_, body, _) = answered(on_b).await;
     assert_eq!(body["data"]["version"], 2);
+}
+
+#[tokio::test]
+async fn a_change_is_judged_against_the_database_not_a_stale_copy() {
+    let Some(db) =
+        PgDatabase::create("a_change_is_judged_against_the_database_not_a_stale_copy").await
+    else {
+        return;
+    };
+    let apps = cluster(&db, 1, Duration::from_secs(600)).await;
+    let b = &apps[0];
+    b.create_order(&new_order("x1")).await;
+    // B's copy says confirmed; the database says preparing.
+    move_unannounced(&db, "x1").await;
+    // confirmed -> ready is illegal, preparing -> ready is not.
+    let (status, body) = b.put_status("x1", "ready").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["data"]["version"], 3);
+    // And a no-op is judged against the database too: not "already
+    // confirmed" from the stale copy.
+    move_unannounced_again(&db).await;
+    let (status, body) = b.put_status("x1", "picked_up").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["data"]["version"], 4, "{body}");
+}
+
+/// Moves x1 from version 3 (ready) to 4 (picked_up) unannounced.
+async fn move_unannounced_again(db: &PgDatabase) {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sqlx::query(
+        "UPDATE orders SET version = 4, status = 'picked_up',
+             data = jsonb_set(jsonb_set(data, '{version}', '4'), '{status}', '\"picked_up\"')
+         WHERE id = 'x1' AND version = 3",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
 }

@@ -55,7 +55,7 @@ use common::proc::{command_cpu_seconds, cpu_seconds, machine_cpu, MachineCpu};
 use common::Result;
 
 /// The statuses every order is walked through, in order, from `confirmed`.
-const STEPS: [&str; 4] = ["preparing", "ready", "picked_up", "delivered"];
+const STEPS: [&str; 4] = http::STATUS_STEPS;
 /// An order's version once delivered: created at 1, one more per step.
 const FINAL_VERSION: u64 = 1 + STEPS.len() as u64;
 /// The target of the issue: SQLite at least this fraction of `memory:`'s

@@ -186,6 +186,11 @@ pub fn create_order(host: SocketAddr, id: &str) -> Vec<u8> {
     post("/api/v1/orders", host, &new_order_body(id))
 }
 
+/// The statuses a new order (`confirmed`) goes through, each the only
+/// forward move from the one before. Setting the current status again
+/// changes nothing, so an order takes exactly these four changes.
+pub const STATUS_STEPS: [&str; 4] = ["preparing", "ready", "picked_up", "delivered"];
+
 /// Ours: move order `id` to `status`, as a restaurant or driver does.
 pub fn put_status(host: SocketAddr, id: &str, status: &str) -> Vec<u8> {
     with_json_body(

@@ -110,10 +110,13 @@ trap cleanup EXIT
 # instances start one after the other, so one runs the migrations first.
 start_instance() {
     local log=$SCRATCH/instance.$1.log addr pid
+    # Emptied here, not by the child's redirection, which may happen after
+    # the loop below has read the address of the last phase's instance.
+    : >"$log"
     # Warnings only, but the line saying where it listens: at info the server
     # logs every change, which is not what is measured here.
     RUST_LOG=warn,order_tracker::app=info "$SERVER" --addr 127.0.0.1:0 --no-sample-orders \
-        --database-url "$STORE_URL" >"$log" 2>&1 &
+        --database-url "$STORE_URL" >>"$log" 2>&1 &
     pid=$!
     PIDS+=("$pid")
     for _ in $(seq 600); do

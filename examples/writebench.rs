@@ -47,12 +47,15 @@ use tokio::time::timeout_at;
 mod common;
 
 use common::figures::{format_value, median, percentile, ratio, Figures};
-use common::http::{self, connect, read_response, wait_count, wait_ready, Conn, Response};
+use common::http::{
+    self, connect, read_response, stats, stats_data, stats_value, wait_count, wait_ready, Conn,
+    Response,
+};
 use common::proc::{command_cpu_seconds, cpu_seconds, machine_cpu, MachineCpu};
 use common::Result;
 
 /// The statuses every order is walked through, in order, from `confirmed`.
-const STEPS: [&str; 4] = ["preparing", "ready", "picked_up", "delivered"];
+const STEPS: [&str; 4] = http::STATUS_STEPS;
 /// An order's version once delivered: created at 1, one more per step.
 const FINAL_VERSION: u64 = 1 + STEPS.len() as u64;
 /// The target of the issue: SQLite at least this fraction of `memory:`'s
@@ -259,24 +262,6 @@ async fn poller(
     report
 }
 
-/// The server's figures, parsed.
-async fn stats(conn: &mut Conn, addr: std::net::SocketAddr) -> Result<serde_json::Value> {
-    let answer = conn.send(&http::get(http::STATS_PATH, addr)).await?;
-    if answer.status != 200 {
-        return Err(format!("stats: HTTP {}", answer.status).into());
-    }
-    let mut value: serde_json::Value = serde_json::from_slice(&answer.body)?;
-    Ok(value["data"].take())
-}
-
-/// A count in the stats, by JSON pointer.
-fn stats_value(stats: &serde_json::Value, pointer: &str) -> Result<f64> {
-    stats
-        .pointer(pointer)
-        .and_then(serde_json::Value::as_f64)
-        .ok_or_else(|| format!("no {pointer} in the server's stats").into())
-}
-
 async fn run(args: &RunArgs) -> Result<Figures> {
     let addr = args.addr;
     let limit = Duration::from_secs(args.phase_limit);
@@ -330,8 +315,7 @@ async fn run(args: &RunArgs) -> Result<Figures> {
             pollers.spawn(poller(addr, i, args.poll_timeout, deadline));
         }
         let count = |response: &Response| -> Result<usize> {
-            let mut response_stats: serde_json::Value = serde_json::from_slice(&response.body)?;
-            Ok(stats_value(&response_stats["data"].take(), "/long_polls/parked_now")? as usize)
+            Ok(stats_value(&stats_data(response)?, "/long_polls/parked_now")? as usize)
         };
         if wait_count(addr, &stats_request, count, polls, limit)
             .await?

@@ -186,6 +186,11 @@ pub fn create_order(host: SocketAddr, id: &str) -> Vec<u8> {
     post("/api/v1/orders", host, &new_order_body(id))
 }
 
+/// The statuses a new order (`confirmed`) goes through, each the only
+/// forward move from the one before. Setting the current status again
+/// changes nothing, so an order takes exactly these four changes.
+pub const STATUS_STEPS: [&str; 4] = ["preparing", "ready", "picked_up", "delivered"];
+
 /// Ours: move order `id` to `status`, as a restaurant or driver does.
 pub fn put_status(host: SocketAddr, id: &str, status: &str) -> Vec<u8> {
     with_json_body(
@@ -205,15 +210,53 @@ pub fn track(host: SocketAddr, id: &str, version: u64, timeout: u64) -> Vec<u8> 
 }
 
 // ---------------------------------------------------------------------------
+// Our server's figures.
+
+/// The `data` object of a `/system/stats` answer.
+pub fn stats_data(response: &Response) -> Result<serde_json::Value> {
+    if response.status != 200 {
+        return Err(format!("stats: HTTP {}", response.status).into());
+    }
+    let mut value: serde_json::Value = serde_json::from_slice(&response.body)?;
+    Ok(value["data"].take())
+}
+
+/// Our server's figures, asked on `conn`.
+pub async fn stats(conn: &mut Conn, addr: SocketAddr) -> Result<serde_json::Value> {
+    stats_data(&conn.send(&get(STATS_PATH, addr)).await?)
+}
+
+/// A count in the stats, by JSON pointer (`/long_polls/parked_now`).
+pub fn stats_value(stats: &serde_json::Value, pointer: &str) -> Result<f64> {
+    stats
+        .pointer(pointer)
+        .and_then(serde_json::Value::as_f64)
+        .ok_or_else(|| format!("no {pointer} in the server's stats").into())
+}
+
+// ---------------------------------------------------------------------------
 // Waiting for the server.
 
 /// Waits until the server answers `request` with 200.
 pub async fn wait_ready(addr: SocketAddr, request: &[u8], limit: Duration) -> Result<()> {
+    wait_status(addr, request, |status| status == 200, limit)
+        .await
+        .map(drop)
+}
+
+/// Waits until the server answers `request` with a status `done` accepts,
+/// and returns that answer.
+pub async fn wait_status(
+    addr: SocketAddr,
+    request: &[u8],
+    done: impl Fn(u16) -> bool,
+    limit: Duration,
+) -> Result<Response> {
     let deadline = Instant::now() + limit;
     loop {
         let last = match Conn::open(addr).await {
             Ok(mut conn) => match conn.send(request).await {
-                Ok(response) if response.status == 200 => return Ok(()),
+                Ok(response) if done(response.status) => return Ok(response),
                 Ok(response) => format!(
                     "HTTP {}: {}",
                     response.status,
@@ -224,7 +267,12 @@ pub async fn wait_ready(addr: SocketAddr, request: &[u8], limit: Duration) -> Re
             Err(err) => err.to_string(),
         };
         if Instant::now() >= deadline {
-            return Err(format!("{addr} did not answer 200 within {limit:?}; last: {last}").into());
+            let asked = String::from_utf8_lossy(request);
+            let asked = asked.lines().next().unwrap_or_default();
+            return Err(format!(
+                "{addr} did not answer `{asked}` as awaited within {limit:?}; last: {last}"
+            )
+            .into());
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -2,12 +2,13 @@
 //! sockets ([`http`]), the server's CPU and memory from `/proc` ([`proc`]),
 //! and result files with medians and percentiles ([`figures`]).
 //!
-//! `examples/loadgen.rs` (long polls against ours and Nchan) and
-//! `examples/writebench.rs` (status changes against each store) include it
-//! with `mod common;`. It is not an example itself: Cargo builds only
+//! `examples/loadgen.rs` (long polls against ours and Nchan),
+//! `examples/writebench.rs` (status changes against each store) and
+//! `examples/cluster.rs` (wakes across instances on one PostgreSQL) include
+//! it with `mod common;`. It is not an example itself: Cargo builds only
 //! `examples/*.rs` and `examples/*/main.rs`.
 
-// Each tool uses part of this module; what one leaves unused, the other uses.
+// Each tool uses part of this module; what one leaves unused, another uses.
 #![allow(dead_code)]
 
 pub mod figures;

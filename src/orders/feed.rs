@@ -26,8 +26,8 @@ use crate::store::{ChangeListener, Hint, StoreError};
 
 /// Default time between safety sweeps.
 pub const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(5);
-/// First wait before reopening a lost listening connection; it doubles on
-/// every failure up to [`MAX_BACKOFF`].
+/// Wait before the second try to reopen a lost listening connection (the
+/// first is at once); it doubles on every failure up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -182,7 +182,9 @@ async fn listen(
         }
         feed.listening.store(false, Ordering::Relaxed);
         drop(listener);
-        let mut backoff = FIRST_BACKOFF;
+        // At once the first time: a terminated connection is usually back
+        // in a few milliseconds, and every one of them is delay for wakes.
+        let mut backoff = Duration::ZERO;
         listener = loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
@@ -193,7 +195,7 @@ async fn listen(
                 Ok(None) => return,
                 Err(err) => {
                     tracing::warn!(error = %err, retry_in_ms = backoff.as_millis() as u64, "cannot reopen the change listener");
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    backoff = (backoff * 2).clamp(FIRST_BACKOFF, MAX_BACKOFF);
                 }
             }
         };

@@ -44,6 +44,8 @@
 #   PG_ADMIN_URL    where databases are created and dropped
 #                   (postgres://postgres@127.0.0.1:5432/test)
 #   SERVER_BIN      another build of the server, to compare builds
+#   PROFILE         cargo profile to build with (release); dev for a quick
+#                   correctness run, as .ci/run does (its times mean nothing)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -59,6 +61,7 @@ ROUNDS=${ROUNDS:-1}
 POLL_TIMEOUT=${POLL_TIMEOUT:-120}
 SEED=${SEED:-1}
 WRITE_TO=${WRITE_TO:-}
+PROFILE=${PROFILE:-release}
 CHAOS_INTERVAL=${CHAOS_INTERVAL:-2}
 CHAOS_WHERE=${CHAOS_WHERE:-"state = 'idle' AND (query ILIKE '%LISTEN%' OR application_name ILIKE '%listen%')"}
 # Longest a single phase may take: its steps are bounded at 60 s each, and
@@ -86,11 +89,15 @@ if [ "$(ulimit -n)" -lt $((ORDERS * PER_ORDER + 1000)) ]; then
     exit 1
 fi
 
-say "building (release)"
-cargo build --release --quiet --bin order-tracker --example cluster
+say "building ($PROFILE)"
+cargo build --profile "$PROFILE" --quiet --bin order-tracker --example cluster
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-SERVER=${SERVER_BIN:-$TARGET/release/order-tracker}
-CLUSTER=$TARGET/release/examples/cluster
+case "$PROFILE" in
+    dev) OUT=debug ;;
+    *) OUT=$PROFILE ;;
+esac
+SERVER=${SERVER_BIN:-$TARGET/$OUT/order-tracker}
+CLUSTER=$TARGET/$OUT/examples/cluster
 
 SCRATCH=$(mktemp -d "${TMPDIR:-/tmp}/order-tracker-cluster.XXXXXX")
 PIDS=()

@@ -78,7 +78,7 @@ use tokio::time::timeout_at;
 
 mod common;
 
-use common::figures::{format_value, median, percentile, Figures};
+use common::figures::{format_value, median, percentile, run_and_report, Figures};
 use common::http::{self, connect, read_response, stats, stats_value, wait_status, Conn, Response};
 use common::Result;
 
@@ -153,20 +153,7 @@ struct RunArgs {
 
 fn main() -> Result<()> {
     match Cli::parse().command {
-        Command::Run(args) => {
-            // One thread: the tool must stay light and leave the other core to
-            // the servers and the database.
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            let figures = runtime.block_on(run(&args))?;
-            let text = figures.render();
-            print!("{text}");
-            if let Some(out) = &args.out {
-                std::fs::write(out, text)?;
-            }
-            Ok(())
-        }
+        Command::Run(args) => run_and_report(args.out.as_deref(), run(&args)),
         Command::Table { quiet, chaos } => {
             let load = |paths: &[PathBuf]| -> Result<Vec<Figures>> {
                 paths.iter().map(|path| Figures::load(path)).collect()

@@ -40,7 +40,7 @@ use tokio::sync::{mpsc, watch};
 
 mod common;
 
-use common::figures::{format_value, median, percentile, ratio, Figures};
+use common::figures::{format_value, median, percentile, ratio, run_and_report, Figures};
 use common::http::{self, connect, read_response, wait_count, wait_ready, Conn, Response};
 use common::proc::{cpu_seconds, memory};
 use common::{Error, Result};
@@ -109,20 +109,7 @@ struct RunArgs {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run(args) => {
-            // One thread: the tool must stay light and leave the other core to
-            // the server.
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            let figures = runtime.block_on(run(&args))?;
-            let text = figures.render();
-            print!("{text}");
-            if let Some(out) = &args.out {
-                std::fs::write(out, text)?;
-            }
-            Ok(())
-        }
+        Command::Run(args) => run_and_report(args.out.as_deref(), run(&args)),
         Command::Table { ours, nchan } => {
             let load = |paths: &[PathBuf]| -> Result<Vec<Figures>> {
                 paths.iter().map(|path| Figures::load(path)).collect()

@@ -46,7 +46,7 @@ use tokio::time::timeout_at;
 
 mod common;
 
-use common::figures::{format_value, median, percentile, ratio, Figures};
+use common::figures::{format_value, median, percentile, ratio, run_and_report, Figures};
 use common::http::{
     self, connect, read_response, stats, stats_data, stats_value, wait_count, wait_ready, Conn,
     Response,
@@ -118,20 +118,7 @@ struct RunArgs {
 
 fn main() -> Result<()> {
     match Cli::parse().command {
-        Command::Run(args) => {
-            // One thread: the tool must stay light and leave the other core to
-            // the server.
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            let figures = runtime.block_on(run(&args))?;
-            let text = figures.render();
-            print!("{text}");
-            if let Some(out) = &args.out {
-                std::fs::write(out, text)?;
-            }
-            Ok(())
-        }
+        Command::Run(args) => run_and_report(args.out.as_deref(), run(&args)),
         Command::Table {
             memory,
             sqlite,

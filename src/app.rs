@@ -15,6 +15,7 @@ use crate::requests::{InProcessLink, Processor, Requestor};
 use crate::serve;
 use crate::sim::Simulator;
 use crate::store::StoreError;
+use crate::ticks::Ticks;
 use crate::tracking::Hub;
 
 /// How often idempotency keys past their 24 hours are deleted.
@@ -285,14 +286,8 @@ async fn heartbeat(
     requestor: Requestor,
     shutdown: CancellationToken,
 ) {
-    let every = service.lease_ttl_duration() / 3;
-    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = ticks.tick() => {}
-        }
+    let mut ticks = Ticks::new(service.lease_ttl_duration() / 3, shutdown);
+    while ticks.next().await {
         let held = match service.renew_leases().await {
             Ok(held) => held,
             Err(err) => {

@@ -44,6 +44,7 @@ pub mod serve;
 pub mod sim;
 pub mod store;
 pub mod telemetry;
+mod ticks;
 pub mod tracking;
 
 pub use app::Application;

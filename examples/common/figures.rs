@@ -90,3 +90,21 @@ pub fn ratio(a: f64, b: f64) -> String {
         format!("{:.2}", a / b)
     }
 }
+
+/// Runs a tool's measurement on one thread (the tool must stay light and
+/// leave the other core to what it measures), prints its figures and writes
+/// them to `out` if given.
+pub fn run_and_report(
+    out: Option<&Path>,
+    measure: impl std::future::Future<Output = Result<Figures>>,
+) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let text = runtime.block_on(measure)?.render();
+    print!("{text}");
+    if let Some(out) = out {
+        std::fs::write(out, text)?;
+    }
+    Ok(())
+}

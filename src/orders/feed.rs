@@ -217,13 +217,8 @@ async fn listen(
 /// Catches up every `every` until `shutdown`: the safety net for hints that
 /// were lost without the connection being seen to break.
 async fn sweep_every(service: OrderService, every: Duration, shutdown: CancellationToken) {
-    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = ticks.tick() => {}
-        }
+    let mut ticks = crate::ticks::Ticks::new(every, shutdown);
+    while ticks.next().await {
         service.inner.feed.sweeps.fetch_add(1, Ordering::Relaxed);
         match service.catch_up().await {
             Ok(0) => {}

@@ -165,11 +165,8 @@ impl OrderStore for MemoryStore {
         let mut state = self.state();
         let key = (run.kind.clone(), run.order_id.clone());
         let previous = state.runs.get(&key).cloned();
-        if let Some(held) = previous
-            .as_ref()
-            .filter(|held| held.held_against(&run.owner, expired_before))
-        {
-            return Ok(RunClaim::Held(held.clone()));
+        if let Some(held) = RunClaim::held(previous.as_ref(), run, expired_before) {
+            return Ok(held);
         }
         state.runs.insert(key, run.clone());
         Ok(RunClaim::Claimed { previous })

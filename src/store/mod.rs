@@ -232,6 +232,20 @@ impl BackgroundRun {
     }
 }
 
+impl RunClaim {
+    /// `Held` if `previous`, the run stored now, keeps `run`'s owner from
+    /// claiming it (see [`BackgroundRun::held_against`]).
+    fn held(
+        previous: Option<&BackgroundRun>,
+        run: &BackgroundRun,
+        expired_before: Timestamp,
+    ) -> Option<RunClaim> {
+        previous
+            .filter(|stored| stored.held_against(&run.owner, expired_before))
+            .map(|stored| RunClaim::Held(stored.clone()))
+    }
+}
+
 /// What [`OrderStore::claim_run`] did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RunClaim {

@@ -7,7 +7,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
-use sqlx::postgres::{PgListener, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgArguments, PgListener, PgPoolOptions, PgRow};
+use sqlx::query::Query;
 use sqlx::types::Json;
 use sqlx::{PgPool, Postgres, Row, Transaction};
 
@@ -196,6 +197,18 @@ async fn commit_one(
     Ok(CommitOutcome::Committed)
 }
 
+/// `sql` with `run`'s columns bound as `$1`..`$6`: kind, order id, params,
+/// start, owner, lease end.
+fn bind_run<'q>(sql: &'q str, run: &'q BackgroundRun) -> Query<'q, Postgres, PgArguments> {
+    sqlx::query(sql)
+        .bind(&run.kind)
+        .bind(run.order_id.as_str())
+        .bind(Json(&run.params))
+        .bind(at(run.started_at))
+        .bind(&run.owner)
+        .bind(at(run.lease_until))
+}
+
 fn run_from_row(kind: &str, row: &PgRow) -> Result<BackgroundRun, StoreError> {
     let Json(params): Json<Value> = row.try_get("params")?;
     Ok(BackgroundRun {
@@ -374,16 +387,11 @@ impl OrderStore for PostgresStore {
                 .await?,
         )?;
         if previous.is_none() {
-            let inserted = sqlx::query(
+            let inserted = bind_run(
                 "INSERT INTO background_runs (kind, order_id, params, started_at, owner, lease_until)
                  VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (kind, order_id) DO NOTHING",
+                run,
             )
-            .bind(&run.kind)
-            .bind(run.order_id.as_str())
-            .bind(Json(&run.params))
-            .bind(at(run.started_at))
-            .bind(&run.owner)
-            .bind(at(run.lease_until))
             .execute(&mut *tx)
             .await?;
             if inserted.rows_affected() == 1 {
@@ -399,25 +407,17 @@ impl OrderStore for PostgresStore {
                     .await?,
             )?;
         }
-        if let Some(held) = previous
-            .as_ref()
-            .filter(|held| held.held_against(&run.owner, expired_before))
-        {
-            return Ok(RunClaim::Held(held.clone()));
+        if let Some(held) = RunClaim::held(previous.as_ref(), run, expired_before) {
+            return Ok(held);
         }
-        sqlx::query(
+        bind_run(
             "INSERT INTO background_runs (kind, order_id, params, started_at, owner, lease_until)
              VALUES ($1, $2, $3, $4, $5, $6)
              ON CONFLICT (kind, order_id) DO UPDATE SET params = excluded.params,
                  started_at = excluded.started_at, owner = excluded.owner,
                  lease_until = excluded.lease_until",
+            run,
         )
-        .bind(&run.kind)
-        .bind(run.order_id.as_str())
-        .bind(Json(&run.params))
-        .bind(at(run.started_at))
-        .bind(&run.owner)
-        .bind(at(run.lease_until))
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;

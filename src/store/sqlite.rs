@@ -334,11 +334,8 @@ impl OrderStore for SqliteStore {
         .await?
         .map(|row| row.into_run(&run.kind))
         .transpose()?;
-        if let Some(held) = previous
-            .as_ref()
-            .filter(|held| held.held_against(&run.owner, expired_before))
-        {
-            return Ok(RunClaim::Held(held.clone()));
+        if let Some(held) = RunClaim::held(previous.as_ref(), run, expired_before) {
+            return Ok(held);
         }
         sqlx::query(
             "INSERT INTO background_runs (kind, order_id, params, started_at, owner, lease_until)

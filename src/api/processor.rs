@@ -32,8 +32,8 @@ pub fn router() -> Router<AppState> {
     tag = "processor",
     responses((status = 200, description = "Counts and ids.", body = ProcessorStatus))
 )]
-pub async fn processor_status(State(state): State<AppState>) -> Json<ProcessorStatus> {
-    Json(state.processor.status())
+pub async fn processor_status(State(state): State<AppState>) -> Result<Json<ProcessorStatus>> {
+    Ok(Json(state.processor.status().await?))
 }
 
 /// The processor's record of one order request.
@@ -63,6 +63,7 @@ pub async fn processor_details(
     state
         .processor
         .record(&id)
+        .await?
         .map(Json)
         .ok_or_else(|| ProcessorError::UnknownRequest(id).into())
 }

@@ -266,8 +266,8 @@ fn follow_up_answer(order_req_id: OrderId, note: &NotesDictObj) -> Vec<u8> {
     tag = "order requests",
     responses((status = 200, description = "Counts and ids.", body = TrackingStatus))
 )]
-pub async fn tracking_status(State(state): State<AppState>) -> Json<TrackingStatus> {
-    Json(state.requestor.status())
+pub async fn tracking_status(State(state): State<AppState>) -> Result<Json<TrackingStatus>> {
+    Ok(Json(state.requestor.status().await?))
 }
 
 /// Tracking details of one order request.
@@ -294,6 +294,7 @@ pub async fn tracking_details(
     state
         .requestor
         .details(&id)
+        .await?
         .map(Json)
         .ok_or_else(|| RequestError::NotFound(id).into())
 }

@@ -83,6 +83,14 @@ impl OrderService {
         Ok(self.inner.store.cancel_run(kind, id).await?)
     }
 
+    /// The runs of `kind` some instance holds a live lease on now.
+    pub async fn live_runs(&self, kind: &str) -> Result<Vec<BackgroundRun>> {
+        let now = self.now();
+        let mut runs = self.runs(kind).await?;
+        runs.retain(|run| run.lease_until >= now);
+        Ok(runs)
+    }
+
     /// The runs of `kind` recorded as running, whoever owns them.
     pub async fn runs(&self, kind: &str) -> Result<Vec<BackgroundRun>> {
         Ok(self.inner.store.runs(kind).await?)

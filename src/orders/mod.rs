@@ -579,6 +579,21 @@ impl OrderService {
         }
     }
 
+    /// `side`'s record of one order request, if any.
+    pub async fn request_record(
+        &self,
+        side: &str,
+        order_req_id: &OrderId,
+    ) -> Result<Option<serde_json::Value>> {
+        Ok(self.inner.store.request_record(side, order_req_id).await?)
+    }
+
+    /// Whether other instances share this store (PostgreSQL): then what
+    /// this instance holds in memory may be behind it.
+    pub fn shares_store(&self) -> bool {
+        self.inner.feed.shared()
+    }
+
     /// Every record of `side`, first saved first.
     pub async fn request_records(&self, side: &str) -> Result<Vec<RequestRecord>> {
         Ok(self.inner.store.request_records(side).await?)

@@ -201,8 +201,20 @@ impl Processor {
     ) -> Result<Processor, ServiceError> {
         let records: RecordBook<ProcessorOrderReqObj> =
             RecordBook::load(SIDE, service.clone()).await?;
+        // Rounds another instance runs now are its own, not leftovers.
+        let elsewhere: Vec<OrderId> = if service.shares_store() {
+            service
+                .live_runs(super::requestor::STREAM_RUN)
+                .await?
+                .into_iter()
+                .filter(|run| run.owner != service.instance_id())
+                .map(|run| run.order_id)
+                .collect()
+        } else {
+            Vec::new()
+        };
         for (id, mut record) in records.list() {
-            if record.state == RoundState::Processing {
+            if record.state == RoundState::Processing && !elsewhere.contains(&id) {
                 record.state = RoundState::Abandoned;
                 records.write(&id).await.put(record).await?;
                 tracing::info!(order_req_id = %id, "processing round of the previous run marked abandoned");
@@ -317,24 +329,28 @@ impl Processor {
         Ok(())
     }
 
-    /// The processor's record of a request.
-    pub fn record(&self, id: &OrderId) -> Option<ProcessorOrderReqObj> {
-        self.inner.records.get(id)
+    /// The processor's record of a request, as stored now.
+    pub async fn record(
+        &self,
+        id: &OrderId,
+    ) -> Result<Option<ProcessorOrderReqObj>, ProcessorError> {
+        self.inner.records.fresh(id).await.map_err(storage)
     }
 
-    /// Counts and ids, for diagnostics.
-    pub fn status(&self) -> ProcessorStatus {
-        let records = self.inner.records.list();
+    /// Counts and ids, for diagnostics (every instance's, with a shared
+    /// store; `streams_opened` counts this instance's since its start).
+    pub async fn status(&self) -> Result<ProcessorStatus, ProcessorError> {
+        let records = self.inner.records.fresh_list().await.map_err(storage)?;
         let processing = records
             .iter()
             .filter(|(_, record)| record.state == RoundState::Processing)
             .count();
-        ProcessorStatus {
+        Ok(ProcessorStatus {
             total_orders: records.len(),
             processing_streams: processing,
             streams_opened: self.inner.streams_opened.load(Ordering::Relaxed),
             tracked_order_ids: records.into_iter().map(|(id, _)| id).collect(),
-        }
+        })
     }
 }
 
@@ -533,6 +549,16 @@ mod tests {
     use super::*;
     use crate::domain::TimeScale;
 
+    /// The state of `id`'s round in the processor's record.
+    async fn state(processor: &Processor, id: &str) -> RoundState {
+        processor
+            .record(&id.parse().unwrap())
+            .await
+            .unwrap()
+            .unwrap()
+            .state
+    }
+
     use crate::requests::sellers::Scenario;
     use crate::store::MemoryStore;
 
@@ -598,7 +624,11 @@ mod tests {
         };
         assert_eq!(next(&mut rx, start).await.1, None, "the stream ends");
 
-        let record = processor.record(&"TEST001".parse().unwrap()).unwrap();
+        let record = processor
+            .record(&"TEST001".parse().unwrap())
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(record.state, RoundState::Accepted);
         assert_eq!(record.seller_dict_arr.len(), 3);
         assert_eq!(record.proposal_dict_arr.len(), 3);
@@ -610,7 +640,7 @@ mod tests {
         assert_eq!(accepted.len(), 1);
         assert_eq!(accepted[0].proposal_id, proposal.proposal_id);
         assert_eq!(record.queue_name.as_deref(), Some("order_req.TEST001"));
-        assert_eq!(processor.status().processing_streams, 0);
+        assert_eq!(processor.status().await.unwrap().processing_streams, 0);
     }
 
     #[tokio::test(start_paused = true)]
@@ -642,9 +672,8 @@ mod tests {
             Some(Err(ProcessorError::SellerDirectory(_)))
         ));
         assert_eq!(next(&mut rx, start).await.1, None);
-        let state = |id: &str| processor.record(&id.parse().unwrap()).unwrap().state;
-        assert_eq!(state("EXP"), RoundState::Expired);
-        assert_eq!(state("FAIL"), RoundState::Failed);
+        assert_eq!(state(&processor, "EXP").await, RoundState::Expired);
+        assert_eq!(state(&processor, "FAIL").await, RoundState::Failed);
     }
 
     #[tokio::test(start_paused = true)]
@@ -660,16 +689,15 @@ mod tests {
             .unwrap();
         drop(rx);
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let state = |id: &str| processor.record(&id.parse().unwrap()).unwrap().state;
-        assert_eq!(state("GONE"), RoundState::Abandoned);
-        assert_eq!(state("KEPT"), RoundState::Processing);
+        assert_eq!(state(&processor, "GONE").await, RoundState::Abandoned);
+        assert_eq!(state(&processor, "KEPT").await, RoundState::Processing);
 
         shutdown.cancel();
         tracker.close();
         tokio::time::timeout(Duration::from_secs(1), tracker.wait())
             .await
             .expect("rounds stop on shutdown");
-        assert_eq!(state("KEPT"), RoundState::Abandoned);
+        assert_eq!(state(&processor, "KEPT").await, RoundState::Abandoned);
         assert!(kept.recv().await.is_none(), "the stream ends");
     }
 
@@ -707,14 +735,16 @@ mod tests {
         let _third = processor.process(third).await.unwrap();
         let notes: Vec<String> = processor
             .record(&id)
+            .await
+            .unwrap()
             .unwrap()
             .notes_dict_arr
             .into_iter()
             .map(|n| n.follow_up_id)
             .collect();
         assert_eq!(notes, ["FU001", "FU002"]);
-        assert_eq!(processor.status().streams_opened, 3);
-        assert_eq!(processor.status().total_orders, 1);
+        assert_eq!(processor.status().await.unwrap().streams_opened, 3);
+        assert_eq!(processor.status().await.unwrap().total_orders, 1);
 
         // A minimal record, as seed 002's processor first creates it, reads fine.
         let minimal: ProcessorOrderReqObj = serde_json::from_value(serde_json::json!({

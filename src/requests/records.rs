@@ -65,28 +65,57 @@ impl<T: Clone + Serialize + DeserializeOwned> RecordBook<T> {
         })
     }
 
-    /// Reads `id`'s record from the store into this book, if it has one: for
-    /// a request another instance started (whose stream this one takes
-    /// over). Records are read whole, like at start: takeovers are rare.
+    /// Reads `id`'s record from the store into this book, if it has one:
+    /// for a request another instance started or changed.
     pub(crate) async fn refresh(&self, id: &OrderId) -> Result<Option<T>, ServiceError> {
-        let Some(stored) = self
-            .service
-            .request_records(self.side)
-            .await?
-            .into_iter()
-            .find(|stored| &stored.order_req_id == id)
-        else {
+        let _lock = self.lock(id).await;
+        self.reload(id).await
+    }
+
+    /// [`RecordBook::refresh`] under `id`'s write lock, held by the caller.
+    async fn reload(&self, id: &OrderId) -> Result<Option<T>, ServiceError> {
+        let Some(stored) = self.service.request_record(self.side, id).await? else {
             return Ok(None);
         };
-        let record: T = serde_json::from_value(stored.record)
+        let record: T = serde_json::from_value(stored)
             .map_err(|err| StoreError::Corrupt(format!("{} record of {id}: {err}", self.side)))?;
-        let _lock = self.write(id).await;
         let seq = match self.entries.get(id) {
             Some(entry) => entry.0,
             None => self.next_seq.fetch_add(1, Ordering::Relaxed),
         };
         self.entries.insert(id.clone(), (seq, record.clone()));
         Ok(Some(record))
+    }
+
+    /// The record of `id` as stored now: read from the store when other
+    /// instances share it (they may have changed it), else from memory.
+    pub(crate) async fn fresh(&self, id: &OrderId) -> Result<Option<T>, ServiceError> {
+        if self.service.shares_store() {
+            self.refresh(id).await
+        } else {
+            Ok(self.get(id))
+        }
+    }
+
+    /// Every record as stored now, first saved first: read again from the
+    /// store when other instances share it, else from memory.
+    pub(crate) async fn fresh_list(&self) -> Result<Vec<(OrderId, T)>, ServiceError> {
+        if self.service.shares_store() {
+            for stored in self.service.request_records(self.side).await? {
+                let record: T = serde_json::from_value(stored.record).map_err(|err| {
+                    StoreError::Corrupt(format!(
+                        "{} record of {}: {err}",
+                        self.side, stored.order_req_id
+                    ))
+                })?;
+                let seq = match self.entries.get(&stored.order_req_id) {
+                    Some(entry) => entry.0,
+                    None => self.next_seq.fetch_add(1, Ordering::Relaxed),
+                };
+                self.entries.insert(stored.order_req_id, (seq, record));
+            }
+        }
+        Ok(self.list())
     }
 
     /// The record of `id`, if any.
@@ -117,13 +146,29 @@ impl<T: Clone + Serialize + DeserializeOwned> RecordBook<T> {
 
     /// Takes `id`'s write lock: until the writer drops, no other change to
     /// the record can start.
+    ///
+    /// When other instances share the store, the record is read from it
+    /// first, so a change builds on what another instance wrote. (Two
+    /// instances changing one request at the same instant can still race:
+    /// the lock is per process.)
     pub(crate) async fn write(&self, id: &OrderId) -> Writer<'_, T> {
-        let lock = Arc::clone(self.locks.entry(id.clone()).or_default().value());
+        let lock = self.lock(id).await;
+        if self.service.shares_store() {
+            if let Err(err) = self.reload(id).await {
+                // The write that follows fails the same way and says so.
+                tracing::warn!(side = self.side, order_req_id = %id, error = %err, "cannot read a request record before changing it");
+            }
+        }
         Writer {
             book: self,
             id: id.clone(),
-            _lock: lock.lock_owned().await,
+            _lock: lock,
         }
+    }
+
+    async fn lock(&self, id: &OrderId) -> OwnedMutexGuard<()> {
+        let lock = Arc::clone(self.locks.entry(id.clone()).or_default().value());
+        lock.lock_owned().await
     }
 
     /// Changes the record in memory only, without its lock: for a drop guard

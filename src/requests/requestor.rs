@@ -71,7 +71,7 @@ pub const RESUMED_NOTE: &str =
 /// The store's name for the requestor's records.
 const SIDE: &str = "requestor";
 /// The store's name for a running processing stream (a background run).
-const STREAM_RUN: &str = "request_stream";
+pub(crate) const STREAM_RUN: &str = "request_stream";
 
 /// What can go wrong with an order request.
 #[derive(Debug, thiserror::Error)]
@@ -852,30 +852,55 @@ impl Requestor {
         self.inner.active.contains_key(id)
     }
 
-    /// Seed 000's tracking status.
-    pub fn status(&self) -> TrackingStatus {
+    /// Seed 000's tracking status. With a store shared by several
+    /// instances, as the store has it: every instance's requests and the
+    /// streams any of them runs.
+    pub async fn status(&self) -> Result<TrackingStatus, RequestError> {
         let ids: Vec<OrderId> = self
             .inner
             .requests
-            .list()
+            .fresh_list()
+            .await?
             .into_iter()
             .map(|(id, _)| id)
             .collect();
-        TrackingStatus {
+        let active_streams = if self.inner.service.shares_store() {
+            self.inner.service.live_runs(STREAM_RUN).await?.len()
+        } else {
+            self.inner.active.len()
+        };
+        Ok(TrackingStatus {
             total_orders: ids.len(),
-            active_streams: self.inner.active.len(),
+            active_streams,
             tracked_order_ids: ids,
-        }
+        })
     }
 
-    /// Seed 000's tracking details of one request.
-    pub fn details(&self, id: &OrderId) -> Option<TrackingDetails> {
-        let tracked = self.inner.requests.get(id)?;
-        Some(TrackingDetails {
+    /// Whether a processing stream runs for `id` here or, with a shared
+    /// store, on any instance.
+    async fn stream_runs_anywhere(&self, id: &OrderId) -> Result<bool, RequestError> {
+        if self.is_stream_active(id) || !self.inner.service.shares_store() {
+            return Ok(self.is_stream_active(id));
+        }
+        Ok(self
+            .inner
+            .service
+            .live_runs(STREAM_RUN)
+            .await?
+            .iter()
+            .any(|run| &run.order_id == id))
+    }
+
+    /// Seed 000's tracking details of one request, as stored now.
+    pub async fn details(&self, id: &OrderId) -> Result<Option<TrackingDetails>, RequestError> {
+        let Some(tracked) = self.inner.requests.fresh(id).await? else {
+            return Ok(None);
+        };
+        Ok(Some(TrackingDetails {
             order_req_id: tracked.order_req_id,
             session: tracked.session,
             notes_count: tracked.notes_dict_arr.len(),
-            is_stream_active: self.is_stream_active(id),
+            is_stream_active: self.stream_runs_anywhere(id).await?,
             notes: tracked
                 .notes_dict_arr
                 .into_iter()
@@ -886,7 +911,7 @@ impl Requestor {
                     added_time: note.added_time,
                 })
                 .collect(),
-        })
+        }))
     }
 
     /// Figures for `/system/stats`.

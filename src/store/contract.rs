@@ -635,6 +635,16 @@ async fn request_records_are_replaced_and_keep_their_place(
         [record("alpha", 7)]
     );
     assert!(store.request_records("other").await.unwrap().is_empty());
+    // One record alone, by side and id.
+    let zeta: OrderId = "zeta".parse().unwrap();
+    assert_eq!(
+        store.request_record("requestor", &zeta).await.unwrap(),
+        Some(record("zeta", 2).record)
+    );
+    assert_eq!(
+        store.request_record("processor", &zeta).await.unwrap(),
+        None
+    );
     if store.backend() != "memory" {
         let reopened = f.reopen().await;
         assert_eq!(

@@ -376,6 +376,20 @@ pub trait OrderStore: Send + Sync + 'static {
     /// Every record of `side`, first saved first.
     async fn request_records(&self, side: &str) -> Result<Vec<RequestRecord>, StoreError>;
 
+    /// `side`'s record of one order request, if any.
+    async fn request_record(
+        &self,
+        side: &str,
+        order_req_id: &OrderId,
+    ) -> Result<Option<serde_json::Value>, StoreError> {
+        Ok(self
+            .request_records(side)
+            .await?
+            .into_iter()
+            .find(|stored| &stored.order_req_id == order_req_id)
+            .map(|stored| stored.record))
+    }
+
     /// Of the orders in `known`, each with the version the caller holds,
     /// those stored at a newer version, as stored. What the change feed
     /// asks after a lost connection and on its safety sweep: one query

@@ -521,6 +521,21 @@ impl OrderStore for PostgresStore {
             .collect()
     }
 
+    async fn request_record(
+        &self,
+        side: &str,
+        order_req_id: &OrderId,
+    ) -> Result<Option<Value>, StoreError> {
+        let record: Option<Json<Value>> = sqlx::query_scalar(
+            "SELECT record FROM order_request_records WHERE side = $1 AND order_req_id = $2",
+        )
+        .bind(side)
+        .bind(order_req_id.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(record.map(|Json(record)| record))
+    }
+
     async fn newer(&self, known: &[(OrderId, Version)]) -> Result<Vec<Order>, StoreError> {
         let mut newer = Vec::new();
         for chunk in known.chunks(NEWER_CHUNK) {

@@ -453,6 +453,26 @@ impl OrderStore for SqliteStore {
             .collect()
     }
 
+    async fn request_record(
+        &self,
+        side: &str,
+        order_req_id: &OrderId,
+    ) -> Result<Option<serde_json::Value>, StoreError> {
+        let record: Option<String> = sqlx::query_scalar(
+            "SELECT record FROM order_request_records WHERE side = ? AND order_req_id = ?",
+        )
+        .bind(side)
+        .bind(order_req_id.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        record
+            .map(|json| {
+                serde_json::from_str(&json)
+                    .map_err(|err| StoreError::Corrupt(format!("request record: {err}")))
+            })
+            .transpose()
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())

@@ -473,3 +473,58 @@ async fn move_unannounced_again(db: &PgDatabase) {
     .await
     .unwrap();
 }
+
+#[tokio::test]
+async fn an_order_request_is_followed_through_any_instance() {
+    let Some(db) = PgDatabase::create("an_order_request_is_followed_through_any_instance").await
+    else {
+        return;
+    };
+    let apps = cluster(&db, 2, Duration::from_secs(600)).await;
+    let (a, b) = (&apps[0], &apps[1]);
+    let (status, _) = a
+        .post_json(
+            "/api/v1/orders/initiate",
+            &json!({"order_req_id": "REQ1", "session_id": "s1", "notification_type": "sms"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    // B, which runs nothing, tells the truth about it.
+    let (_, tracking) = b.get_json("/api/v1/orders/tracking/status").await;
+    assert_eq!(
+        tracking,
+        json!({"total_orders": 1, "active_streams": 1, "tracked_order_ids": ["REQ1"]})
+    );
+    let (status, details) = b.get_json("/api/v1/orders/tracking/REQ1").await;
+    assert_eq!(status, StatusCode::OK, "{details}");
+    assert_eq!(details["is_stream_active"], true);
+    // A follow-up through B, then one through A: both kept, numbered in turn.
+    for (app, expected) in [(b, "FU001"), (a, "FU002")] {
+        let (status, body) = app
+            .post_json(
+                "/api/v1/orders/followup",
+                &json!({"order_req_id": "REQ1", "audience": ["seller1"],
+                        "message": {"urls": [], "message_type": "text", "message": expected}}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["follow_up_id"], expected);
+    }
+    for app in [a, b] {
+        let (_, details) = app.get_json("/api/v1/orders/tracking/REQ1").await;
+        assert_eq!(details["notes_count"], 2, "{details}");
+        let (_, processor) = app.get_json("/api/v1/processor/tracking/REQ1").await;
+        let ids: Vec<&Value> = processor["notes_dict_arr"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|note| &note["follow_up_id"])
+            .collect();
+        assert_eq!(ids, [&json!("FU001"), &json!("FU002")], "{processor}");
+    }
+    // An instance that starts now leaves A's round alone: it is not a
+    // leftover of a crash.
+    let c = spawn_app_at(&db.url, |config| config.no_sample_orders = true).await;
+    let (_, processor) = c.get_json("/api/v1/processor/tracking/REQ1").await;
+    assert_eq!(processor["state"], "processing", "{processor}");
+}

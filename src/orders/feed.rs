@@ -75,6 +75,12 @@ impl FeedState {
         }
     }
 
+    /// Makes the service behave as on a shared store without a listener.
+    #[cfg(test)]
+    pub(super) fn mark_shared(&self) {
+        self.running.store(true, Ordering::Relaxed);
+    }
+
     /// Whether other instances share the store.
     pub(super) fn shared(&self) -> bool {
         self.running.load(Ordering::Relaxed)
@@ -230,5 +236,96 @@ async fn sweep_every(service: OrderService, every: Duration, shutdown: Cancellat
             }
             Err(err) => tracing::warn!(error = %err, "safety sweep cannot read the store"),
         }
+    }
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+    use crate::domain::{Attribution, NewOrder, NewOrderInput, OrderChange, OrderStatus};
+    use crate::store::{MemoryStore, OrderStore};
+
+    pub(in crate::orders) fn draft(id: &str) -> NewOrder {
+        let input: NewOrderInput = serde_json::from_value(serde_json::json!({
+            "id": id,
+            "customer_id": "c1",
+            "restaurant_name": "Luigi's",
+            "delivery_address": "1 Main St",
+            "items": [{"name": "Pizza", "quantity": 1, "unit_price": 9.5}]
+        }))
+        .unwrap();
+        NewOrder::parse(input).unwrap()
+    }
+
+    /// Two services on one store, each with its own hub: two instances.
+    pub(in crate::orders) fn two_instances() -> (OrderService, OrderService) {
+        let store: Arc<dyn OrderStore> = Arc::new(MemoryStore::new());
+        let shutdown = CancellationToken::new();
+        let a = OrderService::instance_for_tests(Arc::clone(&store), &shutdown, "node-a");
+        let b = OrderService::instance_for_tests(store, &shutdown, "node-b");
+        a.inner.feed.mark_shared();
+        b.inner.feed.mark_shared();
+        (a, b)
+    }
+
+    async fn set(service: &OrderService, id: &OrderId, status: OrderStatus) {
+        service
+            .apply(id, OrderChange::SetStatus(status), Attribution::default())
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_hint_refreshes_an_order_held_here_and_nothing_else() {
+        let (a, b) = two_instances();
+        let held: OrderId = "held".parse().unwrap();
+        let other: OrderId = "other".parse().unwrap();
+        a.create(draft("held")).await.unwrap();
+        a.create(draft("other")).await.unwrap();
+        b.get(&held).await.unwrap();
+        assert!(b.hub().latest(&other).is_none());
+        set(&a, &held, OrderStatus::Preparing).await;
+        set(&a, &other, OrderStatus::Preparing).await;
+        assert_eq!(b.hub().latest(&held).unwrap().version(), Version(1));
+
+        b.wake(vec![
+            Hint {
+                order_id: held.clone(),
+                version: Version(2),
+            },
+            Hint {
+                order_id: other.clone(),
+                version: Version(2),
+            },
+        ])
+        .await;
+        assert_eq!(b.hub().latest(&held).unwrap().version(), Version(2));
+        // Nobody watches it here: the hint costs a lookup, and caches nothing.
+        assert!(b.hub().latest(&other).is_none());
+        assert_eq!(b.feed_stats().hints_received, 2);
+        assert_eq!(b.feed_stats().versions_published, 1);
+    }
+
+    #[tokio::test]
+    async fn catching_up_publishes_every_held_order_that_moved() {
+        let (a, b) = two_instances();
+        let ids: Vec<OrderId> = ["o1", "o2", "o3"].map(|id| id.parse().unwrap()).into();
+        for id in &ids {
+            a.create(draft(id.as_str())).await.unwrap();
+            b.get(id).await.unwrap();
+        }
+        set(&a, &ids[0], OrderStatus::Preparing).await;
+        set(&a, &ids[0], OrderStatus::Ready).await;
+        set(&a, &ids[2], OrderStatus::Preparing).await;
+        assert_eq!(b.catch_up().await.unwrap(), 2);
+        let versions: Vec<u64> = ids
+            .iter()
+            .map(|id| b.hub().latest(id).unwrap().version().0)
+            .collect();
+        assert_eq!(versions, [3, 1, 2]);
+        // Nothing moved since: nothing to publish.
+        assert_eq!(b.catch_up().await.unwrap(), 0);
     }
 }

@@ -167,3 +167,63 @@ impl OrderService {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::orders::feed::tests::two_instances;
+
+    #[tokio::test]
+    async fn a_run_is_one_instances_until_its_lease_ends() {
+        let (a, b) = two_instances();
+        let id: OrderId = "o1".parse().unwrap();
+        let params = serde_json::json!({ "speed": 60.0 });
+        let run_a = a.new_run("simulation", &id, params.clone());
+        let run_b = b.new_run("simulation", &id, params);
+        assert_eq!(
+            a.claim_run(&run_a).await.unwrap(),
+            RunStart::Owned { taken_from: None }
+        );
+        assert!(!b.may_take(&b.runs("simulation").await.unwrap()[0]));
+        assert_eq!(
+            b.claim_run(&run_b).await.unwrap(),
+            RunStart::HeldBy("node-a".into())
+        );
+        // A's heartbeat keeps it; A's shutdown hands it back.
+        let held = a.renew_leases().await.unwrap();
+        assert_eq!(held, [("simulation".to_owned(), id.clone())]);
+        assert!(a
+            .lost_runs("simulation", vec![id.clone()], &held)
+            .await
+            .unwrap()
+            .is_empty());
+        a.release_leases().await.unwrap();
+        assert!(b.may_take(&b.runs("simulation").await.unwrap()[0]));
+        assert_eq!(
+            b.claim_run(&run_b).await.unwrap(),
+            RunStart::Owned {
+                taken_from: Some("node-a".into())
+            }
+        );
+        // A finds at its next heartbeat that the run is no longer its own,
+        // and its late end leaves B's record alone.
+        let held = a.renew_leases().await.unwrap();
+        assert!(held.is_empty());
+        let lost = a
+            .lost_runs("simulation", vec![id.clone()], &held)
+            .await
+            .unwrap();
+        assert_eq!(lost, std::slice::from_ref(&id));
+        a.end_run("simulation", &id).await.unwrap();
+        assert_eq!(b.live_runs("simulation").await.unwrap().len(), 1);
+        // Anyone may cancel it; then B no longer holds it either.
+        assert!(a.cancel_run("simulation", &id).await.unwrap());
+        let held = b.renew_leases().await.unwrap();
+        assert_eq!(
+            b.lost_runs("simulation", vec![id.clone()], &held)
+                .await
+                .unwrap(),
+            [id]
+        );
+    }
+}

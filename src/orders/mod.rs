@@ -614,13 +614,23 @@ impl OrderService {
         store: Arc<dyn OrderStore>,
         shutdown: &tokio_util::sync::CancellationToken,
     ) -> OrderService {
+        OrderService::instance_for_tests(store, shutdown, "test")
+    }
+
+    /// [`OrderService::for_tests`] as instance `id`: several of them on one
+    /// store stand for several instances on one database.
+    pub(crate) fn instance_for_tests(
+        store: Arc<dyn OrderStore>,
+        shutdown: &tokio_util::sync::CancellationToken,
+        id: &str,
+    ) -> OrderService {
         OrderService::new(
             store,
             Hub::new(crate::tracking::Limits::default(), shutdown.clone()),
             PollPolicy::default(),
             TimeoutSettings::default(),
             Clock::tokio(),
-            Instance::named("test"),
+            Instance::named(id),
         )
     }
 }
@@ -670,24 +680,42 @@ mod tests {
     use tokio_util::sync::CancellationToken;
 
     use super::*;
-    use crate::domain::NewOrderInput;
+    use crate::orders::feed::tests::{draft, two_instances};
     use crate::store::faulty::FaultyStore;
     use crate::store::MemoryStore;
 
-    fn draft(id: &str) -> NewOrder {
-        let input: NewOrderInput = serde_json::from_value(serde_json::json!({
-            "id": id,
-            "customer_id": "c1",
-            "restaurant_name": "Luigi's",
-            "delivery_address": "1 Main St",
-            "items": [{"name": "Pizza", "quantity": 1, "unit_price": 9.5}]
-        }))
-        .unwrap();
-        NewOrder::parse(input).unwrap()
-    }
-
     fn service(store: Arc<dyn OrderStore>) -> OrderService {
         OrderService::for_tests(store, &CancellationToken::new())
+    }
+
+    #[tokio::test]
+    async fn a_change_refused_on_a_stale_copy_is_judged_again_on_the_store() {
+        let (a, b) = two_instances();
+        let id: OrderId = "o1".parse().unwrap();
+        a.create(draft("o1")).await.unwrap();
+        assert_eq!(b.get(&id).await.unwrap().version(), Version(1));
+        let set = |status| OrderChange::SetStatus(status);
+        a.apply(&id, set(OrderStatus::Preparing), Attribution::default())
+            .await
+            .unwrap();
+        // B's copy says confirmed, where ready is illegal; the store says
+        // preparing, where it is not.
+        assert_eq!(
+            b.hub().latest(&id).unwrap().order().status,
+            OrderStatus::Confirmed
+        );
+        let applied = b
+            .apply(&id, set(OrderStatus::Ready), Attribution::default())
+            .await
+            .unwrap();
+        assert!(applied.changed);
+        assert_eq!(applied.snapshot.version(), Version(3));
+        // A move that is illegal on the store too is still refused.
+        assert!(matches!(
+            b.apply(&id, set(OrderStatus::Confirmed), Attribution::default())
+                .await,
+            Err(ServiceError::Change(_))
+        ));
     }
 
     #[tokio::test]

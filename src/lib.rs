@@ -14,13 +14,20 @@
 //!              GET /track (parked long polls), GET /orders/{id}, history, stats
 //! ```
 //!
+//! Several instances may share one PostgreSQL database: each commit sends a
+//! `NOTIFY` hint in its transaction, and each instance's change feed
+//! (`orders::feed`) reads what moved among the orders it holds, catching up
+//! after a lost connection and on a slow sweep. Work that must run once
+//! (simulations, processing streams) is leased (`orders::leases`).
+//!
 //! - [`domain`]: plain types and rules: statuses and transitions, orders,
 //!   snapshots, cursors, the poll-interval policy, the seed's timeline.
 //! - [`tracking`]: the hub, a bounded cache of watched orders: per-order
 //!   `watch` channels, the long-poll wait, connection caps as RAII slots,
 //!   idle eviction, live counters.
 //! - [`orders`]: the service and its writer task, the one write path;
-//!   idempotency keys and `If-Match`.
+//!   idempotency keys and `If-Match`; the change feed from other instances
+//!   and the leases on background work.
 //! - [`store`]: the `OrderStore` trait and its SQLite, PostgreSQL and
 //!   in-memory implementations: orders and their events, idempotency keys,
 //!   running background work, the order-request records.

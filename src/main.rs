@@ -20,11 +20,34 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[export_name = "_rjem_malloc_conf"]
 pub static MALLOC_CONF: &[u8] = b"background_thread:true\0";
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    let config = Config::parse();
+fn main() -> ExitCode {
+    let mut config = Config::parse();
     telemetry::init(config.log_format);
+    // Every log line names the instance: the span is entered on every
+    // runtime thread for its whole life, so each event and request span
+    // has it as root.
+    let instance_id = config.instance_id();
+    config.instance_id = Some(instance_id.clone());
+    let root = tracing::info_span!("instance", id = %instance_id);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .on_thread_start({
+            let root = root.clone();
+            move || std::mem::forget(root.clone().entered())
+        })
+        .build();
+    let runtime = match runtime {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    let _root = root.enter();
+    runtime.block_on(serve(config))
+}
 
+async fn serve(config: Config) -> ExitCode {
     let app = match Application::build(config).await {
         Ok(app) => app,
         Err(err) => {

@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{Applied, Command, Target};
 use crate::domain::{
-    ChangeError, Event, EventKind, Order, OrderChange, OrderId, OrderSnapshot, Timestamp, Version,
+    Event, EventKind, Order, OrderChange, OrderId, OrderSnapshot, Timestamp, Version,
 };
 use crate::orders::{load_into_hub, new_order_id, Clock, ServiceError};
 use crate::store::{
@@ -202,7 +202,7 @@ impl Writer {
                 // heard of it: only the store may refuse a change or call it
                 // a no-op. (One read, and only when the answer is not a commit.)
                 let (current, verdict) = match verdict {
-                    Verdict::Commit(_) => (current, verdict),
+                    Ok(Some(_)) => (current, verdict),
                     _ if !cached => (current, verdict),
                     _ => {
                         let stored = self.current(id, true).await?;
@@ -210,12 +210,9 @@ impl Writer {
                         (stored, verdict)
                     }
                 };
-                match verdict {
-                    Verdict::Commit(next) => {
-                        (*next, Some(current.version()), EventKind::of(change))
-                    }
-                    Verdict::Unchanged => return Ok(Decision::Unchanged(current)),
-                    Verdict::Refused(err) => return Err(err.into_service_error(id)),
+                match verdict? {
+                    Some(next) => (next, Some(current.version()), EventKind::of(change)),
+                    None => return Ok(Decision::Unchanged(current)),
                 }
             }
         };
@@ -281,55 +278,24 @@ async fn catch_up(store: Arc<dyn OrderStore>, hub: Hub, commits: Vec<Commit>) {
     }
 }
 
-/// What the rules say of a change to `current`.
-enum Verdict {
-    Commit(Box<Order>),
-    Unchanged,
-    Refused(Refusal),
-}
-
-enum Refusal {
-    /// `If-Match` named another version.
-    Precondition {
-        expected: Version,
-        current: Version,
-    },
-    Change(ChangeError),
-}
-
-impl Refusal {
-    fn into_service_error(self, id: &OrderId) -> ServiceError {
-        match self {
-            Refusal::Precondition { expected, current } => ServiceError::PreconditionFailed {
-                id: id.clone(),
-                expected,
-                current,
-            },
-            Refusal::Change(err) => ServiceError::Change(err),
-        }
-    }
-}
-
-/// Judges `change` (with `if_match`) against `current`, without I/O.
+/// What the rules say of `change` (with `if_match`) to `current`, without
+/// I/O: the next state, `None` for a no-op, or why it is refused.
 fn judge(
     current: &OrderSnapshot,
     if_match: Option<Version>,
     change: &OrderChange,
     now: Timestamp,
-) -> Verdict {
+) -> Result<Option<Order>, ServiceError> {
     if let Some(expected) = if_match {
         if current.version() != expected {
-            return Verdict::Refused(Refusal::Precondition {
+            return Err(ServiceError::PreconditionFailed {
+                id: current.order().id.clone(),
                 expected,
                 current: current.version(),
             });
         }
     }
-    match current.order().apply(change, now) {
-        Ok(Some(next)) => Verdict::Commit(Box::new(next)),
-        Ok(None) => Verdict::Unchanged,
-        Err(err) => Verdict::Refused(Refusal::Change(err)),
-    }
+    Ok(current.order().apply(change, now)?)
 }
 
 enum Decision {

@@ -84,7 +84,7 @@ pub struct Config {
 
     /// Override a status's next_poll_interval, STATUS=SECONDS (repeatable, or
     /// comma-separated). Defaults: requested=30, confirmed=120, preparing=60,
-    /// ready=30, picked_up=30, delivered=0, cancelled=0, expired=0.
+    /// ready=30, picked_up=30, delivered=0, cancelled=0, expired=0, failed=0.
     #[arg(long = "poll-interval", env = "ORDER_TRACKER_POLL_INTERVALS", value_delimiter = ',',
           value_name = "STATUS=SECONDS", value_parser = parse_interval)]
     pub poll_intervals: Vec<(OrderStatus, u64)>,

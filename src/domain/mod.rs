@@ -11,6 +11,7 @@
 //! - [`time`]: timestamps that survive an unencoded query string.
 
 pub mod event;
+pub mod lifecycle;
 pub mod order;
 pub mod poll;
 pub mod snapshot;

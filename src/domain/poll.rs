@@ -181,6 +181,7 @@ impl Default for PollPolicy {
                 (OrderStatus::Delivered, 0),
                 (OrderStatus::Cancelled, 0),
                 (OrderStatus::Expired, 0),
+                (OrderStatus::Failed, 0),
             ]),
         }
     }

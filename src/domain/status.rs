@@ -31,11 +31,15 @@ pub enum OrderStatus {
     Cancelled,
     /// An order request for which no seller proposed before the expiry.
     Expired,
+    /// Delivery failed for good (seed 003: a delivery partner cancelled or
+    /// returned it). Set by the fulfillment lifecycle, never by a coarse
+    /// status change.
+    Failed,
 }
 
 impl OrderStatus {
     /// Every status, in lifecycle order.
-    pub const ALL: [OrderStatus; 8] = [
+    pub const ALL: [OrderStatus; 9] = [
         OrderStatus::Requested,
         OrderStatus::Confirmed,
         OrderStatus::Preparing,
@@ -44,6 +48,7 @@ impl OrderStatus {
         OrderStatus::Delivered,
         OrderStatus::Cancelled,
         OrderStatus::Expired,
+        OrderStatus::Failed,
     ];
 
     /// The wire name, as it appears in JSON and URLs.
@@ -57,6 +62,7 @@ impl OrderStatus {
             OrderStatus::Delivered => "delivered",
             OrderStatus::Cancelled => "cancelled",
             OrderStatus::Expired => "expired",
+            OrderStatus::Failed => "failed",
         }
     }
 
@@ -65,7 +71,10 @@ impl OrderStatus {
     pub const fn is_terminal(self) -> bool {
         matches!(
             self,
-            OrderStatus::Delivered | OrderStatus::Cancelled | OrderStatus::Expired
+            OrderStatus::Delivered
+                | OrderStatus::Cancelled
+                | OrderStatus::Expired
+                | OrderStatus::Failed
         )
     }
 
@@ -81,7 +90,7 @@ impl OrderStatus {
             Preparing => &[Ready, Cancelled],
             Ready => &[PickedUp, Cancelled],
             PickedUp => &[Delivered, Cancelled],
-            Delivered | Cancelled | Expired => &[],
+            Delivered | Cancelled | Expired | Failed => &[],
         }
     }
 
@@ -183,7 +192,7 @@ mod tests {
         let message = err.to_string();
         assert!(message.contains("'shipped'"));
         assert!(message.contains(
-            "requested, confirmed, preparing, ready, picked_up, delivered, cancelled, expired"
+            "requested, confirmed, preparing, ready, picked_up, delivered, cancelled, expired, failed"
         ));
     }
 

@@ -29,12 +29,13 @@ async fn stats_report_live_figures() {
     assert_eq!(stats["orders_total"], json!(3));
     assert_eq!(
         stats["orders_by_status"],
-        json!({"requested": 0, "confirmed": 1, "preparing": 1, "ready": 1, "picked_up": 0, "delivered": 0, "cancelled": 0, "expired": 0})
+        json!({"requested": 0, "confirmed": 1, "preparing": 1, "ready": 1, "picked_up": 0, "delivered": 0, "cancelled": 0, "expired": 0, "failed": 0})
     );
     assert_eq!(stats["long_polls"]["max_pollers_per_order"], json!(10));
     assert_eq!(stats["next_poll_intervals"]["confirmed"], json!(120));
     assert_eq!(stats["next_poll_intervals"]["requested"], json!(30));
     assert_eq!(stats["next_poll_intervals"]["expired"], json!(0));
+    assert_eq!(stats["next_poll_intervals"]["failed"], json!(0));
     assert_eq!(stats["order_requests"]["streams_started"], json!(0));
     assert!(stats["uptime_seconds"].is_u64());
 

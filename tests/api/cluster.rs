@@ -59,6 +59,25 @@ async fn move_unannounced(db: &PgDatabase, id: &str) {
     assert_eq!(moved.rows_affected(), 1);
 }
 
+/// Waits (up to 20 s) until `app` runs `simulations` simulations and
+/// `streams` processing streams, as its stats say; `what` names the wait.
+async fn wait_running(app: &TestApp, simulations: u64, streams: u64, what: &str) {
+    let settled = async {
+        loop {
+            let stats = app.stats().await;
+            if stats["simulations_running"] == simulations
+                && stats["order_requests"]["active_streams"] == streams
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), settled)
+        .await
+        .expect(what);
+}
+
 /// What a finished poll answered: its status, body and how long it took.
 async fn answered(
     poll: tokio::task::JoinHandle<(StatusCode, Value, Duration)>,
@@ -321,18 +340,7 @@ async fn work_that_must_run_once_runs_on_one_instance_and_moves_when_its_owner_d
 
     // The owner dies; once its lease has expired, B takes both over.
     a.kill().await;
-    let taken_over = async {
-        loop {
-            let stats = b.stats().await;
-            if stats["simulations_running"] == 1 && stats["order_requests"]["active_streams"] == 1 {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(20), taken_over)
-        .await
-        .expect("B takes the stream and the simulation over");
+    wait_running(&b, 1, 1, "B takes the stream and the simulation over").await;
     let (_, history) = b.history("LEASE1", "").await;
     let last = history["data"].as_array().unwrap().last().unwrap().clone();
     assert_eq!(last["kind"], "search_restarted", "{history}");
@@ -381,18 +389,7 @@ async fn work_running_on_one_instance_is_stopped_from_another() {
     assert_eq!(response.status(), StatusCode::OK);
     let (status, body) = b.post("/api/v1/orders/REQ1/stop").await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let stopped = async {
-        loop {
-            let stats = a.stats().await;
-            if stats["simulations_running"] == 0 && stats["order_requests"]["active_streams"] == 0 {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(15), stopped)
-        .await
-        .expect("A stops both at its next heartbeat");
+    wait_running(a, 0, 0, "A stops both at its next heartbeat").await;
     // Nobody takes them over: they were stopped, not orphaned.
     tokio::time::sleep(Duration::from_secs(3)).await;
     for app in [a, b] {

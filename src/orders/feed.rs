@@ -128,11 +128,8 @@ impl OrderService {
         let newer = self.inner.store.newer(&known).await?;
         let published = newer
             .into_iter()
-            .filter(|order| {
-                self.inner
-                    .hub
-                    .publish(Arc::new(OrderSnapshot::new(order.clone())))
-            })
+            .map(|order| Arc::new(OrderSnapshot::new(order)))
+            .filter(|snapshot| self.inner.hub.publish(Arc::clone(snapshot)))
             .count();
         self.inner
             .feed

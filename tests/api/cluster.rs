@@ -25,6 +25,14 @@ async fn cluster(db: &PgDatabase, n: usize, sweep: Duration) -> Vec<TestApp> {
     apps
 }
 
+/// A fresh database for `test` with `n` instances on it, or `None` (the
+/// test is skipped, loudly) without PostgreSQL.
+async fn pg_cluster(test: &str, n: usize, sweep: Duration) -> Option<(PgDatabase, Vec<TestApp>)> {
+    let db = PgDatabase::create(test).await?;
+    let apps = cluster(&db, n, sweep).await;
+    Some((db, apps))
+}
+
 /// Terminates every backend of `db` that is listening for changes; returns
 /// how many there were.
 async fn kill_listeners(db: &PgDatabase) -> i64 {
@@ -90,13 +98,16 @@ async fn answered(
 
 #[tokio::test]
 async fn a_change_on_one_instance_wakes_polls_parked_on_the_others() {
-    let Some(db) =
-        PgDatabase::create("a_change_on_one_instance_wakes_polls_parked_on_the_others").await
+    // Sweeps far apart: only the notifications can wake the polls in time.
+    let Some((_db, apps)) = pg_cluster(
+        "a_change_on_one_instance_wakes_polls_parked_on_the_others",
+        3,
+        Duration::from_secs(600),
+    )
+    .await
     else {
         return;
     };
-    // Sweeps far apart: only the notifications can wake the polls in time.
-    let apps = cluster(&db, 3, Duration::from_secs(600)).await;
     let (a, b, c) = (&apps[0], &apps[1], &apps[2]);
     assert_eq!(
         a.create_order(&new_order("x1")).await.0,
@@ -133,13 +144,16 @@ async fn a_change_on_one_instance_wakes_polls_parked_on_the_others() {
 
 #[tokio::test]
 async fn a_change_made_while_the_listeners_were_cut_off_still_arrives() {
-    let Some(db) =
-        PgDatabase::create("a_change_made_while_the_listeners_were_cut_off_still_arrives").await
+    // No sweep in time: the catch-up after reconnecting must deliver it.
+    let Some((db, apps)) = pg_cluster(
+        "a_change_made_while_the_listeners_were_cut_off_still_arrives",
+        3,
+        Duration::from_secs(600),
+    )
+    .await
     else {
         return;
     };
-    // No sweep in time: the catch-up after reconnecting must deliver it.
-    let apps = cluster(&db, 3, Duration::from_secs(600)).await;
     let (a, b) = (&apps[0], &apps[1]);
     a.create_order(&new_order("x1")).await;
     let on_b = b.spawn_track("x1", "?version=1&timeout=60");
@@ -177,12 +191,15 @@ async fn a_change_made_while_the_listeners_were_cut_off_still_arrives() {
 
 #[tokio::test]
 async fn the_safety_sweep_delivers_a_change_whose_notification_was_lost() {
-    let Some(db) =
-        PgDatabase::create("the_safety_sweep_delivers_a_change_whose_notification_was_lost").await
+    let Some((db, apps)) = pg_cluster(
+        "the_safety_sweep_delivers_a_change_whose_notification_was_lost",
+        1,
+        Duration::from_secs(1),
+    )
+    .await
     else {
         return;
     };
-    let apps = cluster(&db, 1, Duration::from_secs(1)).await;
     let b = &apps[0];
     b.create_order(&new_order("x1")).await;
     let on_b = b.spawn_track("x1", "?version=1&timeout=60");
@@ -199,11 +216,15 @@ async fn the_safety_sweep_delivers_a_change_whose_notification_was_lost() {
 
 #[tokio::test]
 async fn a_cursor_from_another_instance_never_goes_backwards() {
-    let Some(db) = PgDatabase::create("a_cursor_from_another_instance_never_goes_backwards").await
+    let Some((_db, apps)) = pg_cluster(
+        "a_cursor_from_another_instance_never_goes_backwards",
+        2,
+        Duration::from_secs(600),
+    )
+    .await
     else {
         return;
     };
-    let apps = cluster(&db, 2, Duration::from_secs(600)).await;
     let (a, b) = (&apps[0], &apps[1]);
     a.create_order(&new_order("x1")).await;
     // B caches version 1 now.
@@ -231,11 +252,15 @@ async fn a_cursor_from_another_instance_never_goes_backwards() {
 
 #[tokio::test]
 async fn an_instance_whose_database_is_gone_stops_being_ready() {
-    let Some(db) = PgDatabase::create("an_instance_whose_database_is_gone_stops_being_ready").await
+    let Some((db, apps)) = pg_cluster(
+        "an_instance_whose_database_is_gone_stops_being_ready",
+        1,
+        Duration::from_secs(1),
+    )
+    .await
     else {
         return;
     };
-    let apps = cluster(&db, 1, Duration::from_secs(1)).await;
     let app = &apps[0];
     let (status, body) = app.get_json("/api/v1/ready").await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -405,10 +430,15 @@ async fn work_running_on_one_instance_is_stopped_from_another() {
 
 #[tokio::test]
 async fn a_rolling_restart_loses_no_update() {
-    let Some(db) = PgDatabase::create("a_rolling_restart_loses_no_update").await else {
+    let Some((_db, mut apps)) = pg_cluster(
+        "a_rolling_restart_loses_no_update",
+        3,
+        Duration::from_secs(600),
+    )
+    .await
+    else {
         return;
     };
-    let mut apps = cluster(&db, 3, Duration::from_secs(600)).await;
     let c = apps.pop().unwrap();
     let b = apps.pop().unwrap();
     let a = apps.pop().unwrap();
@@ -435,12 +465,15 @@ async fn a_rolling_restart_loses_no_update() {
 
 #[tokio::test]
 async fn a_change_is_judged_against_the_database_not_a_stale_copy() {
-    let Some(db) =
-        PgDatabase::create("a_change_is_judged_against_the_database_not_a_stale_copy").await
+    let Some((db, apps)) = pg_cluster(
+        "a_change_is_judged_against_the_database_not_a_stale_copy",
+        1,
+        Duration::from_secs(600),
+    )
+    .await
     else {
         return;
     };
-    let apps = cluster(&db, 1, Duration::from_secs(600)).await;
     let b = &apps[0];
     b.create_order(&new_order("x1")).await;
     // B's copy says confirmed; the database says preparing.
@@ -473,11 +506,15 @@ async fn move_unannounced_again(db: &PgDatabase) {
 
 #[tokio::test]
 async fn an_order_request_is_followed_through_any_instance() {
-    let Some(db) = PgDatabase::create("an_order_request_is_followed_through_any_instance").await
+    let Some((db, apps)) = pg_cluster(
+        "an_order_request_is_followed_through_any_instance",
+        2,
+        Duration::from_secs(600),
+    )
+    .await
     else {
         return;
     };
-    let apps = cluster(&db, 2, Duration::from_secs(600)).await;
     let (a, b) = (&apps[0], &apps[1]);
     let (status, _) = a
         .post_json(

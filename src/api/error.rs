@@ -8,8 +8,10 @@ use axum::Json;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::domain::lifecycle::LifecycleError;
 use crate::domain::status::UnknownStatus;
 use crate::domain::workflow::BadSpeed;
+use crate::domain::ChangeError;
 use crate::orders::ServiceError;
 use crate::requests::transport::ProcessorError;
 use crate::requests::RequestError;
@@ -149,6 +151,14 @@ impl ApiError {
 fn service_status(err: &ServiceError) -> StatusCode {
     match err {
         ServiceError::NotFound(_) => StatusCode::NOT_FOUND,
+        ServiceError::Change(
+            ChangeError::UnknownSubstitution(_)
+            | ChangeError::UnknownIssue(_)
+            | ChangeError::NotAtStore,
+        ) => StatusCode::NOT_FOUND,
+        ServiceError::Change(ChangeError::Lifecycle(LifecycleError::NotYours { .. })) => {
+            StatusCode::FORBIDDEN
+        }
         ServiceError::AlreadyExists(_) | ServiceError::Change(_) | ServiceError::Contended(_) => {
             StatusCode::CONFLICT
         }
@@ -174,6 +184,15 @@ fn service_code(err: &ServiceError) -> &'static str {
             "order_not_found"
         }
         ServiceError::AlreadyExists(_) => "order_exists",
+        ServiceError::Change(ChangeError::NotAtStore) => "order_not_found",
+        ServiceError::Change(ChangeError::UnknownSubstitution(_)) => "substitution_not_found",
+        ServiceError::Change(ChangeError::UnknownIssue(_)) => "issue_not_found",
+        ServiceError::Change(ChangeError::AlreadyDecided { .. }) => "substitution_decided",
+        ServiceError::Change(ChangeError::AlreadyResolved(_)) => "issue_resolved",
+        ServiceError::Change(ChangeError::TooMany { .. }) => "limit_reached",
+        ServiceError::Change(ChangeError::Lifecycle(LifecycleError::NotYours { .. })) => {
+            "not_permitted"
+        }
         ServiceError::Change(_) => "invalid_transition",
         ServiceError::Contended(_) => "write_conflict",
         ServiceError::Invalid(_) => "validation_failed",

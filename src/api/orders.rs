@@ -15,7 +15,7 @@ use super::extract::{AppQuery, IfNoneMatch, OrderPath, WriteRequest, IDEMPOTENT_
 use super::AppState;
 use crate::domain::{
     Attribution, Event, EventKind, NewOrder, NewOrderInput, OrderChange, OrderId, OrderStatus,
-    Timestamp, ValidationError, Version,
+    Timestamp, TrackingStatus, ValidationError, Version,
 };
 use crate::orders::{Applied, Command, Target, DEFAULT_HISTORY_PAGE, MAX_HISTORY_PAGE};
 
@@ -238,6 +238,11 @@ pub struct HistoryEntry {
     pub version: Version,
     /// The order's status after this change.
     pub status: OrderStatus,
+    /// Seed 003's fine status after this change; absent while an order
+    /// request sought a seller, and for changes made before fine statuses
+    /// were recorded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tracking_status: Option<TrackingStatus>,
     /// When the change was committed: the order's `updated_at` at this version.
     pub timestamp: Timestamp,
     /// Who made the change, if they said.
@@ -256,6 +261,7 @@ impl From<Event> for HistoryEntry {
         HistoryEntry {
             version: event.version,
             status: event.status,
+            tracking_status: event.tracking_status,
             timestamp: event.at,
             updated_by: event.attribution.updated_by,
             notes: event.attribution.notes,

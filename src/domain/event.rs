@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
+use super::fulfillment::Fulfill;
+use super::lifecycle::TrackingStatus;
 use super::order::{Order, OrderChange, OrderId, Version};
 use super::status::OrderStatus;
 use super::time::Timestamp;
@@ -33,6 +35,7 @@ pub const MAX_METADATA_BYTES: usize = 16 * 1024;
     strum::EnumString,
     strum::IntoStaticStr,
     strum::Display,
+    strum::VariantArray,
 )]
 #[serde(rename_all = "snake_case")]
 #[strum(serialize_all = "snake_case")]
@@ -49,6 +52,22 @@ pub enum EventKind {
     ProposalAccepted,
     /// No seller proposed in time: the order request expired.
     Expired,
+    /// The store's feed delivered the order to its store.
+    StoreNotified,
+    StoreAcknowledged,
+    /// The store refused the order; it waits for reassignment.
+    StoreRejected,
+    PickingStarted,
+    SubstitutionProposed,
+    SubstitutionApproved,
+    SubstitutionRejected,
+    MarkedReady,
+    /// A driver was assigned (or dispatched early, or replaced).
+    DriverAssigned,
+    PickedUp,
+    Delivered,
+    IssueReported,
+    IssueResolved,
 }
 
 impl EventKind {
@@ -60,6 +79,26 @@ impl EventKind {
             OrderChange::RestartSearch => EventKind::SearchRestarted,
             OrderChange::AcceptProposal { .. } => EventKind::ProposalAccepted,
             OrderChange::Expire => EventKind::Expired,
+            OrderChange::Fulfill { command, .. } => match command {
+                Fulfill::MoveTo(_) => EventKind::StatusChanged,
+                Fulfill::NotifyStore => EventKind::StoreNotified,
+                Fulfill::Acknowledge { .. } => EventKind::StoreAcknowledged,
+                Fulfill::StartPicking => EventKind::PickingStarted,
+                Fulfill::RejectByStore => EventKind::StoreRejected,
+                Fulfill::ProposeSubstitution(_) => EventKind::SubstitutionProposed,
+                Fulfill::DecideSubstitution { approve: true, .. } => {
+                    EventKind::SubstitutionApproved
+                }
+                Fulfill::DecideSubstitution { approve: false, .. } => {
+                    EventKind::SubstitutionRejected
+                }
+                Fulfill::MarkReady => EventKind::MarkedReady,
+                Fulfill::AssignDriver(_) => EventKind::DriverAssigned,
+                Fulfill::PickUp => EventKind::PickedUp,
+                Fulfill::Deliver => EventKind::Delivered,
+                Fulfill::ReportIssue(_) => EventKind::IssueReported,
+                Fulfill::ResolveIssue { .. } => EventKind::IssueResolved,
+            },
         }
     }
 
@@ -155,6 +194,9 @@ pub struct Event {
     pub kind: EventKind,
     /// The order's status after this change.
     pub status: OrderStatus,
+    /// Seed 003's fine status after this change (`None` while requested or
+    /// once expired, and for events stored before fine statuses existed).
+    pub tracking_status: Option<TrackingStatus>,
     pub attribution: Attribution,
     /// The `Idempotency-Key` of the request that made the change, if any.
     pub idempotency_key: Option<String>,
@@ -174,6 +216,7 @@ impl Event {
             at: order.updated_at,
             kind,
             status: order.status,
+            tracking_status: order.tracking_status(),
             attribution,
             idempotency_key,
         }
@@ -182,18 +225,14 @@ impl Event {
 
 #[cfg(test)]
 mod tests {
+    use strum::VariantArray;
+
     use super::*;
 
     #[test]
     fn kinds_have_snake_case_names_that_parse_back() {
-        for kind in [
-            EventKind::Created,
-            EventKind::StatusChanged,
-            EventKind::SearchProgress,
-            EventKind::SearchRestarted,
-            EventKind::ProposalAccepted,
-            EventKind::Expired,
-        ] {
+        for kind in EventKind::VARIANTS {
+            let kind = *kind;
             let name = kind.as_str();
             assert_eq!(name.parse::<EventKind>().unwrap(), kind);
             assert_eq!(serde_json::to_value(kind).unwrap(), name);

@@ -12,7 +12,6 @@
 //! order's business; this table only says which moves exist and who may
 //! make them.
 //!
-//! Step 1 of issue 10: the service does not use this table yet.
 
 use serde::{Deserialize, Serialize};
 
@@ -30,6 +29,7 @@ use super::OrderStatus;
     Ord,
     Serialize,
     Deserialize,
+    utoipa::ToSchema,
     strum::EnumString,
     strum::IntoStaticStr,
     strum::Display,
@@ -145,7 +145,12 @@ pub enum Step {
     /// all: back to picking.
     RejectSubstitutions,
     MarkReady,
+    /// A driver is assigned to a ready order (or replaces the one assigned).
     AssignDriver,
+    /// A partner dispatched a driver before the order is ready: the driver
+    /// is recorded and the order moves to `driver_assigned` once the store
+    /// marks it ready (history only until then).
+    DispatchEarly,
     /// No driver could be found: the order stays ready and assignment is
     /// retried (a history entry, no status change).
     NoDriverAvailable,
@@ -242,8 +247,21 @@ pub const RULES: &[Rule] = &[
     },
     Rule {
         step: Step::AssignDriver,
-        from: &[ReadyForPickup],
+        from: &[ReadyForPickup, DriverAssigned],
         to: Some(DriverAssigned),
+        actors: &[Partner, Operator],
+    },
+    Rule {
+        step: Step::DispatchEarly,
+        from: &[
+            Submitted,
+            StoreNotified,
+            StoreAcknowledged,
+            PickingInProgress,
+            SubstitutionsNeeded,
+            SubstitutionsApproved,
+        ],
+        to: None,
         actors: &[Partner, Operator],
     },
     Rule {
@@ -362,6 +380,95 @@ pub fn step_to(current: TrackingStatus, target: TrackingStatus) -> Option<Step> 
         .map(|rule| rule.step)
 }
 
+impl Step {
+    /// Whether a seed 004 status change (`PUT /api/v1/orders/{id}/status`)
+    /// may take this step on the way to its target. Steps that need what a
+    /// bare status does not carry (a substitution, the customer's answer)
+    /// or that go backwards are never implied.
+    pub const fn may_be_implied(self) -> bool {
+        matches!(
+            self,
+            Step::NotifyStore
+                | Step::Acknowledge
+                | Step::StartPicking
+                | Step::MarkReady
+                | Step::AssignDriver
+                | Step::PickUp
+                | Step::StartTransit
+                | Step::Deliver
+                | Step::Cancel
+        )
+    }
+}
+
+/// The fine statuses a seed 004 status change to `target` passes through
+/// from `current`, ending at `target`'s canonical fine status: the shortest
+/// path of [implied](Step::may_be_implied) steps an operator may take that
+/// stays within `current`'s coarse status and `target`. `None` when there is
+/// none (the coarse move is illegal, or something the customer must answer
+/// is pending).
+///
+/// This is how seed 004's coarse moves map onto the one table: `confirmed →
+/// preparing` from `submitted` passes `store_acknowledged` and lands on
+/// `picking_in_progress`.
+pub fn coarse_path(current: TrackingStatus, target: OrderStatus) -> Option<Vec<TrackingStatus>> {
+    let goal = TrackingStatus::canonical(target)?;
+    let within =
+        |status: TrackingStatus| status.coarse() == current.coarse() || status.coarse() == target;
+    // Breadth-first over at most thirteen statuses.
+    let mut came_from: Vec<(TrackingStatus, TrackingStatus)> = Vec::new();
+    let mut frontier = vec![current];
+    let mut seen = vec![current];
+    while !frontier.is_empty() {
+        let mut next = Vec::new();
+        for &from in &frontier {
+            for rule in RULES {
+                let Some(to) = rule.to else { continue };
+                if !rule.step.may_be_implied()
+                    || !rule.from.contains(&from)
+                    || !rule.actors.contains(&Operator)
+                    || !within(to)
+                    || seen.contains(&to)
+                {
+                    continue;
+                }
+                seen.push(to);
+                came_from.push((to, from));
+                if to == goal {
+                    let mut path = vec![to];
+                    let mut at = from;
+                    while at != current {
+                        path.push(at);
+                        at = came_from
+                            .iter()
+                            .find(|(status, _)| *status == at)
+                            .map(|(_, before)| *before)?;
+                    }
+                    path.reverse();
+                    return Some(path);
+                }
+                next.push(to);
+            }
+        }
+        frontier = next;
+    }
+    None
+}
+
+/// The statuses an explicit status change may move `current` to, in table
+/// order.
+pub fn next_statuses(current: TrackingStatus) -> Vec<TrackingStatus> {
+    let mut next = Vec::new();
+    for rule in RULES {
+        if let Some(to) = rule.to {
+            if rule.from.contains(&current) && to != current && !next.contains(&to) {
+                next.push(to);
+            }
+        }
+    }
+    next
+}
+
 #[cfg(test)]
 mod tests {
     use strum::VariantArray;
@@ -443,6 +550,7 @@ mod tests {
                 allowed: vec![
                     Step::Acknowledge,
                     Step::RejectByStore,
+                    Step::DispatchEarly,
                     Step::Cancel,
                     Step::Fail
                 ],
@@ -450,7 +558,7 @@ mod tests {
         );
         assert_eq!(
             err.to_string(),
-            "cannot pick_up an order that is store_notified; allowed now: acknowledge, reject_by_store, cancel, fail"
+            "cannot pick_up an order that is store_notified; allowed now: acknowledge, reject_by_store, dispatch_early, cancel, fail"
         );
         assert_eq!(
             decide(PickingInProgress, Step::ApproveSubstitutions, Store),
@@ -526,6 +634,60 @@ mod tests {
             assert_eq!(name.parse::<TrackingStatus>(), Ok(*status));
         }
         assert_eq!(DriverPickupComplete.to_string(), "driver_pickup_complete");
+    }
+
+    #[test]
+    fn seed_004_moves_map_onto_the_table() {
+        use OrderStatus as C;
+        assert_eq!(
+            coarse_path(Submitted, C::Preparing),
+            Some(vec![StoreAcknowledged, PickingInProgress])
+        );
+        assert_eq!(
+            coarse_path(ReadyForPickup, C::PickedUp),
+            Some(vec![DriverAssigned, DriverPickupComplete])
+        );
+        assert_eq!(
+            coarse_path(DriverPickupComplete, C::Delivered),
+            Some(vec![Delivered])
+        );
+        assert_eq!(coarse_path(InTransit, C::Cancelled), Some(vec![Cancelled]));
+        assert_eq!(coarse_path(Submitted, C::Ready), None, "no skipping");
+        assert_eq!(
+            coarse_path(SubstitutionsNeeded, C::Ready),
+            None,
+            "the customer must answer first"
+        );
+        // Every legal coarse move from the canonical fine status has a path,
+        // and every illegal one has none.
+        for from in OrderStatus::ALL {
+            let Some(fine) = TrackingStatus::canonical(from) else {
+                continue;
+            };
+            for to in OrderStatus::ALL {
+                if to == from || to.is_processor_only() {
+                    continue;
+                }
+                assert_eq!(
+                    coarse_path(fine, to).is_some(),
+                    from.can_become(to),
+                    "{from} → {to}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn explicit_moves_list_the_statuses_they_may_reach() {
+        assert_eq!(
+            next_statuses(StoreNotified),
+            vec![StoreAcknowledged, Submitted, Cancelled, Failed]
+        );
+        assert_eq!(
+            next_statuses(DriverAssigned),
+            vec![DriverPickupComplete, Cancelled, Failed]
+        );
+        assert!(next_statuses(Delivered).is_empty());
     }
 
     #[test]

@@ -1,7 +1,10 @@
 //! Plain types and rules of the order domain. No I/O, no axum, no tokio:
 //! everything here is a value or a pure function, tested on its own.
 //!
-//! - [`status`]: the lifecycle and its legal transitions.
+//! - [`status`]: seed 004's customer-facing statuses and their moves.
+//! - [`lifecycle`]: seed 003's fine statuses and the one table of steps.
+//! - [`fulfillment`]: the store, driver, substitutions and issues of an
+//!   order, and the commands that change them.
 //! - [`order`]: the order, its ids and money, and [`Order::apply`], the one
 //!   function that computes an order's next state.
 //! - [`event`]: the immutable record of each accepted change.
@@ -11,6 +14,7 @@
 //! - [`time`]: timestamps that survive an unencoded query string.
 
 pub mod event;
+pub mod fulfillment;
 pub mod lifecycle;
 pub mod order;
 pub mod poll;
@@ -20,6 +24,8 @@ pub mod time;
 pub mod workflow;
 
 pub use event::{Attribution, BadAttribution, Event, EventKind};
+pub use fulfillment::{DeliveryProvider, Fulfill, Fulfillment, StoreId};
+pub use lifecycle::{Actor, TrackingStatus};
 pub use order::{
     BadId, ChangeError, CustomerId, Money, NewItemInput, NewOrder, NewOrderInput, Order,
     OrderChange, OrderId, OrderItem, SellerSearch, ValidationError, Version,

@@ -7,9 +7,15 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::fulfillment::{
+    Fulfill, Fulfillment, NewFulfillment, Substitution, SubstitutionStatus, MAX_ISSUES,
+    MAX_SUBSTITUTIONS,
+};
+use super::lifecycle::{self, Actor, LifecycleError, Step, TrackingStatus};
 use super::status::{list, OrderStatus};
 use super::time::Timestamp;
 use super::workflow;
+use super::StoreId;
 
 /// Longest id we accept, for order and customer ids alike.
 pub const MAX_ID_LEN: usize = 64;
@@ -37,7 +43,7 @@ pub const ORDER_ID_PATTERN: &str = "^[A-Za-z0-9_.-]*[A-Za-z0-9_-][A-Za-z0-9_.-]*
 
 /// Reads an identifier: 1 to [`MAX_ID_LEN`] characters of `A-Z a-z 0-9 _ - .`,
 /// so ids are safe in URLs, logs and keys without escaping.
-fn parse_id(kind: &str, s: &str) -> Result<String, String> {
+pub(crate) fn parse_id(kind: &str, s: &str) -> Result<String, String> {
     if s.is_empty() || s.len() > MAX_ID_LEN {
         return Err(format!(
             "{kind} must be 1 to {MAX_ID_LEN} characters, got {}",
@@ -334,6 +340,15 @@ pub struct Order {
     /// search for a seller went.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seller_search: Option<SellerSearch>,
+    /// Seed 003's fine status, of which `status` is the projection. Absent
+    /// while an order request is `requested` and once it `expired` (those
+    /// come before and instead of fulfillment).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracking_status: Option<TrackingStatus>,
+    /// Seed 003's fulfillment record (store, driver, stage times,
+    /// substitutions, issues), once the order has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fulfillment: Option<Box<Fulfillment>>,
 }
 
 /// A change someone asks to make to an order.
@@ -341,8 +356,17 @@ pub struct Order {
 pub enum OrderChange {
     /// Move the order to another status (restaurant, driver or simulator).
     /// Never sets `requested` or `expired`, and never confirms a requested
-    /// order: those are the processor's changes below.
+    /// order: those are the processor's changes below. The fine status moves
+    /// along the lifecycle table to the target's canonical fine status.
     SetStatus(OrderStatus),
+    /// A command of seed 003's fulfillment lifecycle, by `actor`. With
+    /// `at_store`, the order must belong to that store (else it is not
+    /// found, so stores cannot probe each other's orders).
+    Fulfill {
+        command: Fulfill,
+        actor: Actor,
+        at_store: Option<StoreId>,
+    },
     /// The order-request processor's progress in the current round: absolute
     /// counts, so a repeated report changes nothing.
     SearchProgress {
@@ -383,6 +407,64 @@ pub enum ChangeError {
     /// looking for a seller.
     #[error("order is {status}, not requested; seller-search changes apply only while a seller is being sought")]
     NotRequested { status: OrderStatus },
+    /// A fulfillment step the lifecycle table does not allow now, or not
+    /// to this actor.
+    #[error(transparent)]
+    Lifecycle(#[from] LifecycleError),
+    /// An explicit move to a fine status no single step reaches.
+    #[error(
+        "order cannot go from {from} to {to}; allowed next statuses: {}",
+        fine_list(allowed)
+    )]
+    IllegalMove {
+        from: TrackingStatus,
+        to: TrackingStatus,
+        allowed: Vec<TrackingStatus>,
+    },
+    /// An explicit move that needs what only its own endpoint carries.
+    #[error("{to} is reached through {endpoint}, not by setting the status")]
+    NeedsEndpoint {
+        to: TrackingStatus,
+        endpoint: &'static str,
+    },
+    /// A seed 004 move that passes a step the customer must answer first.
+    #[error(
+        "order is {from}: the customer must answer the pending substitutions before it can be {to}"
+    )]
+    AwaitingCustomer {
+        from: TrackingStatus,
+        to: OrderStatus,
+    },
+    /// A fulfillment command for an order request still seeking a seller.
+    #[error("order is {status}: fulfillment starts once a seller's proposal is accepted")]
+    NotFulfilling { status: OrderStatus },
+    /// The order does not belong to the store that asked (answered as not
+    /// found).
+    #[error("order not found at this store")]
+    NotAtStore,
+    #[error("substitution {0} not found")]
+    UnknownSubstitution(String),
+    #[error("substitution {id} was already {status}")]
+    AlreadyDecided {
+        id: String,
+        status: SubstitutionStatus,
+    },
+    #[error("issue {0} not found")]
+    UnknownIssue(String),
+    #[error("issue {0} was already resolved")]
+    AlreadyResolved(String),
+    /// The order holds as many substitutions or issues as it may.
+    #[error("order already has {max} {what}, the most it may hold")]
+    TooMany { what: &'static str, max: usize },
+}
+
+/// `a, b, c` for fine statuses.
+fn fine_list(statuses: &[TrackingStatus]) -> String {
+    if statuses.is_empty() {
+        return "none (the order is final)".to_owned();
+    }
+    let names: Vec<&str> = statuses.iter().map(|s| s.into()).collect();
+    names.join(", ")
 }
 
 /// Why a status change cannot make a processor's move, for people.
@@ -402,7 +484,7 @@ fn processor_only(from: OrderStatus, to: OrderStatus) -> String {
 impl Order {
     /// Creates a new order at version 1.
     pub fn create(id: OrderId, draft: NewOrder, now: Timestamp) -> Order {
-        Order {
+        let mut order = Order {
             id,
             customer_id: draft.customer_id,
             status: draft.status,
@@ -420,7 +502,36 @@ impl Order {
             version: Version::FIRST,
             // Only order requests start at `requested`, and only they search.
             seller_search: (draft.status == OrderStatus::Requested).then_some(SellerSearch::FIRST),
+            tracking_status: TrackingStatus::canonical(draft.status),
+            fulfillment: None,
+        };
+        if let Some(new) = draft.fulfillment {
+            let mut fulfillment = Fulfillment {
+                store_id: Some(new.store_id),
+                delivery_provider: Some(new.delivery_provider),
+                metadata: new.metadata,
+                ..Fulfillment::default()
+            };
+            if let Some(eta) = new.estimated_delivery_time {
+                order.estimated_delivery = Some(eta);
+                fulfillment.eta_given = true;
+            }
+            order.fulfillment = Some(Box::new(fulfillment));
         }
+        order
+    }
+
+    /// Seed 003's fine status: the one recorded, or for orders stored before
+    /// fine statuses existed, the canonical one of their status. `None`
+    /// while `requested` and once `expired`.
+    pub fn tracking_status(&self) -> Option<TrackingStatus> {
+        self.tracking_status
+            .or_else(|| TrackingStatus::canonical(self.status))
+    }
+
+    /// The store the order belongs to, if it has one.
+    pub fn store_id(&self) -> Option<&StoreId> {
+        self.fulfillment.as_ref()?.store_id.as_ref()
     }
 
     /// The order after `change`, or `None` when the change would leave it as it
@@ -450,7 +561,17 @@ impl Order {
                     allowed: from.allowed_next(),
                 })
             }
-            &OrderChange::SetStatus(to) => Ok(Some(self.moved_to(to, now))),
+            &OrderChange::SetStatus(to) => self.set_status(to, now).map(Some),
+            OrderChange::Fulfill {
+                command,
+                actor,
+                at_store,
+            } => {
+                if at_store.is_some() && self.store_id() != at_store.as_ref() {
+                    return Err(ChangeError::NotAtStore);
+                }
+                self.fulfill(command, *actor, now)
+            }
             _ if from != OrderStatus::Requested => Err(ChangeError::NotRequested { status: from }),
             &OrderChange::SearchProgress {
                 sellers_contacted,
@@ -488,20 +609,297 @@ impl Order {
         }
     }
 
+    /// A seed 004 status change the coarse rules allow: the fine status
+    /// walks the lifecycle table to `to`'s canonical fine status, stamping
+    /// each stage it passes.
+    fn set_status(&self, to: OrderStatus, now: Timestamp) -> Result<Order, ChangeError> {
+        let path = match self.tracking_status() {
+            // Only cancelling leaves `requested` this way.
+            None => TrackingStatus::canonical(to).into_iter().collect(),
+            Some(current) => lifecycle::coarse_path(current, to)
+                .ok_or(ChangeError::AwaitingCustomer { from: current, to })?,
+        };
+        let mut next = self.moved_to(to, now);
+        for &status in &path {
+            next.enter(status, next.updated_at);
+        }
+        Ok(next)
+    }
+
+    /// Records that the order entered the fine `status` at `at`.
+    fn enter(&mut self, status: TrackingStatus, at: Timestamp) {
+        self.tracking_status = Some(status);
+        if let Some(fulfillment) = &mut self.fulfillment {
+            fulfillment.entered(status, at);
+        }
+    }
+
+    /// The fulfillment record, created empty on first use.
+    fn fulfillment_mut(&mut self) -> &mut Fulfillment {
+        self.fulfillment.get_or_insert_with(Box::default)
+    }
+
+    /// Decides a fulfillment command with the lifecycle table and records
+    /// what it carries.
+    fn fulfill(
+        &self,
+        command: &Fulfill,
+        actor: Actor,
+        now: Timestamp,
+    ) -> Result<Option<Order>, ChangeError> {
+        let Some(current) = self.tracking_status() else {
+            return Err(ChangeError::NotFulfilling {
+                status: self.status,
+            });
+        };
+        let decide = |step| lifecycle::decide(current, step, actor);
+        let target = match command {
+            Fulfill::MoveTo(to) if *to == current => return Ok(None),
+            Fulfill::MoveTo(to) => {
+                let step =
+                    lifecycle::step_to(current, *to).ok_or_else(|| ChangeError::IllegalMove {
+                        from: current,
+                        to: *to,
+                        allowed: lifecycle::next_statuses(current),
+                    })?;
+                if let Some(endpoint) = own_endpoint(step) {
+                    return Err(ChangeError::NeedsEndpoint { to: *to, endpoint });
+                }
+                decide(step)?
+            }
+            Fulfill::NotifyStore => decide(Step::NotifyStore)?,
+            Fulfill::Acknowledge { .. } => decide(Step::Acknowledge)?,
+            Fulfill::StartPicking => decide(Step::StartPicking)?,
+            Fulfill::RejectByStore => decide(Step::RejectByStore)?,
+            Fulfill::ProposeSubstitution(_) => {
+                let held = self
+                    .fulfillment
+                    .as_ref()
+                    .map_or(0, |f| f.substitutions.len());
+                if held >= MAX_SUBSTITUTIONS {
+                    return Err(ChangeError::TooMany {
+                        what: "substitutions",
+                        max: MAX_SUBSTITUTIONS,
+                    });
+                }
+                decide(Step::ProposeSubstitution)?
+            }
+            Fulfill::DecideSubstitution { id, approve } => {
+                let sub = self.substitution(id)?;
+                if sub.status != SubstitutionStatus::Pending {
+                    return Err(ChangeError::AlreadyDecided {
+                        id: id.clone(),
+                        status: sub.status,
+                    });
+                }
+                let round = sub.round;
+                let fulfillment = self.fulfillment.as_deref().unwrap_or_else(|| {
+                    unreachable!("a substitution lives in a fulfillment record")
+                });
+                let others_pending = fulfillment.pending().any(|other| other.id != *id);
+                let any_approved = *approve
+                    || fulfillment
+                        .substitutions
+                        .iter()
+                        .any(|s| s.round == round && s.status == SubstitutionStatus::Approved);
+                let step = if any_approved {
+                    Step::ApproveSubstitutions
+                } else {
+                    Step::RejectSubstitutions
+                };
+                let next = decide(step)?;
+                // Not the last answer of the round: the order waits on.
+                if others_pending {
+                    current
+                } else {
+                    next
+                }
+            }
+            Fulfill::MarkReady => {
+                let ready = decide(Step::MarkReady)?;
+                // A driver dispatched early is assigned now.
+                let dispatched = self
+                    .fulfillment
+                    .as_ref()
+                    .is_some_and(|f| f.driver_details.is_some());
+                if dispatched {
+                    TrackingStatus::DriverAssigned
+                } else {
+                    ready
+                }
+            }
+            Fulfill::AssignDriver(_) => {
+                if current.coarse() == OrderStatus::Ready || current.is_terminal() {
+                    decide(Step::AssignDriver)?
+                } else {
+                    decide(Step::DispatchEarly)?
+                }
+            }
+            Fulfill::PickUp => decide(Step::PickUp)?,
+            Fulfill::Deliver => decide(Step::Deliver)?,
+            Fulfill::ReportIssue(_) => {
+                let held = self.fulfillment.as_ref().map_or(0, |f| f.issues.len());
+                if held >= MAX_ISSUES {
+                    return Err(ChangeError::TooMany {
+                        what: "issues",
+                        max: MAX_ISSUES,
+                    });
+                }
+                current
+            }
+            Fulfill::ResolveIssue { id, .. } => {
+                let issue = self
+                    .fulfillment
+                    .as_ref()
+                    .and_then(|f| f.issues.iter().find(|issue| issue.id == *id))
+                    .ok_or_else(|| ChangeError::UnknownIssue(id.clone()))?;
+                if issue.resolved_at.is_some() {
+                    return Err(ChangeError::AlreadyResolved(id.clone()));
+                }
+                current
+            }
+        };
+        let mut next = self.moved_to(target.coarse(), now);
+        let at = next.updated_at;
+        if target != current {
+            next.enter(target, at);
+        }
+        next.record(command, current, at);
+        Ok(Some(next))
+    }
+
+    /// The substitution `id`, or why there is none.
+    fn substitution(&self, id: &str) -> Result<&Substitution, ChangeError> {
+        self.fulfillment
+            .as_ref()
+            .and_then(|f| f.substitutions.iter().find(|sub| sub.id == id))
+            .ok_or_else(|| ChangeError::UnknownSubstitution(id.to_owned()))
+    }
+
+    /// Writes what an accepted command carries into the next version.
+    /// `before` is the fine status the command found.
+    fn record(&mut self, command: &Fulfill, before: TrackingStatus, at: Timestamp) {
+        match command {
+            Fulfill::MoveTo(_)
+            | Fulfill::NotifyStore
+            | Fulfill::StartPicking
+            | Fulfill::MarkReady
+            | Fulfill::PickUp
+            | Fulfill::Deliver => {}
+            Fulfill::Acknowledge {
+                estimated_ready_time,
+            } => {
+                if let Some(ready) = estimated_ready_time {
+                    self.fulfillment_mut().estimated_ready_time = Some(*ready);
+                }
+            }
+            Fulfill::RejectByStore => {
+                // The next store (or the same, once it reconsiders) starts over.
+                let fulfillment = self.fulfillment_mut();
+                fulfillment.store_acknowledgment_time = None;
+                fulfillment.estimated_ready_time = None;
+                fulfillment.picking_start_time = None;
+            }
+            Fulfill::ProposeSubstitution(new) => {
+                let fulfillment = self.fulfillment_mut();
+                let round = fulfillment.round_for_proposal(before);
+                let id = format!("sub-{}", fulfillment.substitutions.len() + 1);
+                fulfillment.substitutions.push(Substitution {
+                    id,
+                    original_item_id: new.original_item_id.clone(),
+                    substitute_item_id: new.substitute_item_id.clone(),
+                    reason: new.reason.clone(),
+                    status: SubstitutionStatus::Pending,
+                    price_difference: new.price_difference,
+                    customer_notified_at: at,
+                    customer_responded_at: None,
+                    round,
+                });
+            }
+            Fulfill::DecideSubstitution { id, approve } => {
+                let fulfillment = self.fulfillment_mut();
+                if let Some(sub) = fulfillment.substitutions.iter_mut().find(|s| s.id == *id) {
+                    sub.status = if *approve {
+                        SubstitutionStatus::Approved
+                    } else {
+                        SubstitutionStatus::Rejected
+                    };
+                    sub.customer_responded_at = Some(at);
+                }
+            }
+            Fulfill::AssignDriver(assignment) => {
+                let fulfillment = self.fulfillment_mut();
+                fulfillment.driver_details = Some(assignment.driver.clone());
+                if let Some(id) = &assignment.delivery_tracking_id {
+                    fulfillment.delivery_tracking_id = Some(id.clone());
+                }
+                if let Some(url) = &assignment.delivery_tracking_url {
+                    fulfillment.delivery_tracking_url = Some(url.clone());
+                }
+                if let Some(eta) = assignment.estimated_delivery_time {
+                    fulfillment.eta_given = true;
+                    self.estimated_delivery = Some(eta);
+                }
+            }
+            Fulfill::ReportIssue(new) => {
+                let fulfillment = self.fulfillment_mut();
+                let id = format!("issue-{}", fulfillment.issues.len() + 1);
+                fulfillment.issues.push(super::fulfillment::Issue {
+                    id,
+                    issue_type: new.issue_type.clone(),
+                    description: new.description.clone(),
+                    severity: new.severity,
+                    created_at: at,
+                    resolved_at: None,
+                    resolution: None,
+                });
+            }
+            Fulfill::ResolveIssue { id, resolution } => {
+                let fulfillment = self.fulfillment_mut();
+                if let Some(issue) = fulfillment.issues.iter_mut().find(|i| i.id == *id) {
+                    issue.resolved_at = Some(at);
+                    issue.resolution = Some(resolution.clone());
+                }
+            }
+        }
+    }
+
     /// The next version of this order, in `status` as of `now`.
     fn moved_to(&self, status: OrderStatus, now: Timestamp) -> Order {
         let updated_at = self.updated_at.advance_to(now);
+        let eta_given = self.fulfillment.as_ref().is_some_and(|f| f.eta_given);
         Order {
             status,
             updated_at,
             estimated_delivery: if status == self.status {
                 self.estimated_delivery
-            } else {
+            } else if status == OrderStatus::Delivered || !eta_given {
                 estimate(status, updated_at)
+            } else if status.is_terminal() {
+                None
+            } else {
+                self.estimated_delivery
+            },
+            tracking_status: if status == OrderStatus::Expired {
+                None
+            } else {
+                self.tracking_status
             },
             version: self.version.next(),
             ..self.clone()
         }
+    }
+}
+
+/// The endpoint that carries what a step needs, for steps an explicit
+/// status change cannot take.
+fn own_endpoint(step: Step) -> Option<&'static str> {
+    match step {
+        Step::ProposeSubstitution => Some("POST /tracking/store/{store_id}/substitution"),
+        Step::ApproveSubstitutions | Step::RejectSubstitutions => Some(
+            "POST /tracking/orders/{order_id}/substitutions/{substitution_id}/approve or /reject",
+        ),
+        _ => None,
     }
 }
 
@@ -558,6 +956,9 @@ pub struct NewOrder {
     /// Where the order starts. Clients always start at `confirmed`, order
     /// requests at `requested`; the sample orders start further along.
     pub status: OrderStatus,
+    /// Seed 003's store and delivery partner, for orders created through
+    /// `POST /tracking/orders/{order_id}/init`.
+    pub fulfillment: Option<NewFulfillment>,
 }
 
 /// Every problem found in a [`NewOrderInput`], so a client fixes all at once.
@@ -604,6 +1005,7 @@ impl NewOrder {
                 delivery_address,
                 items,
                 status: OrderStatus::Confirmed,
+                fulfillment: None,
             }),
             _ => Err(ValidationError { problems }),
         }
@@ -636,6 +1038,7 @@ impl NewOrder {
                 delivery_address,
                 items,
                 status: OrderStatus::Requested,
+                fulfillment: None,
             }),
             _ => Err(ValidationError { problems }),
         }

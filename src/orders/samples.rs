@@ -27,6 +27,7 @@ fn draft(
         delivery_address: address.to_owned(),
         items,
         status,
+        fulfillment: None,
     }
 }
 

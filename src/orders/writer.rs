@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{Applied, Command, Target};
 use crate::domain::{
-    Event, EventKind, Order, OrderChange, OrderId, OrderSnapshot, Timestamp, Version,
+    ChangeError, Event, EventKind, Order, OrderChange, OrderId, OrderSnapshot, Timestamp, Version,
 };
 use crate::orders::{load_into_hub, new_order_id, Clock, ServiceError};
 use crate::store::{
@@ -295,7 +295,12 @@ fn judge(
             });
         }
     }
-    Ok(current.order().apply(change, now)?)
+    match current.order().apply(change, now) {
+        // A store asking about another store's order learns nothing more
+        // than about an order that does not exist.
+        Err(ChangeError::NotAtStore) => Err(ServiceError::NotFound(current.order().id.clone())),
+        other => Ok(other?),
+    }
 }
 
 enum Decision {

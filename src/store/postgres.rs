@@ -175,8 +175,9 @@ async fn commit_one(
     let event = &commit.event;
     sqlx::query(
         "INSERT INTO order_events
-             (order_id, version, at, kind, status, updated_by, notes, metadata, idempotency_key)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+             (order_id, version, at, kind, status, updated_by, notes, metadata, idempotency_key,
+              tracking_status)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
     )
     .bind(event.order_id.as_str())
     .bind(version_to_db(event.version))
@@ -187,6 +188,7 @@ async fn commit_one(
     .bind(event.attribution.notes.as_deref())
     .bind(event.attribution.metadata.as_ref().map(Json))
     .bind(event.idempotency_key.as_deref())
+    .bind(event.tracking_status.map(<&str>::from))
     .execute(&mut **tx)
     .await?;
     if commit.idempotency.is_some() {
@@ -229,6 +231,10 @@ fn event_from_row(row: &PgRow) -> Result<Event, StoreError> {
         at: Timestamp::new(row.try_get("at")?),
         kind: parse_stored("event kind", row.try_get::<&str, _>("kind")?)?,
         status: parse_stored("status", row.try_get::<&str, _>("status")?)?,
+        tracking_status: row
+            .try_get::<Option<&str>, _>("tracking_status")?
+            .map(|status| parse_stored("tracking status", status))
+            .transpose()?,
         attribution: Attribution {
             updated_by: row.try_get("updated_by")?,
             notes: row.try_get("notes")?,
@@ -301,7 +307,8 @@ impl OrderStore for PostgresStore {
         limit: usize,
     ) -> Result<Vec<Event>, StoreError> {
         sqlx::query(
-            "SELECT order_id, version, at, kind, status, updated_by, notes, metadata, idempotency_key
+            "SELECT order_id, version, at, kind, status, updated_by, notes, metadata, idempotency_key,
+                    tracking_status
              FROM order_events WHERE order_id = $1 AND version > $2
              ORDER BY version LIMIT $3",
         )

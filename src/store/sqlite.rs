@@ -146,8 +146,9 @@ async fn commit_one(
         .map(|m| serde_json::Value::Object(m.clone()).to_string());
     sqlx::query(
         "INSERT INTO order_events
-             (order_id, version, at, kind, status, updated_by, notes, metadata, idempotency_key)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             (order_id, version, at, kind, status, updated_by, notes, metadata, idempotency_key,
+              tracking_status)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(event.order_id.as_str())
     .bind(version_to_db(event.version))
@@ -158,6 +159,7 @@ async fn commit_one(
     .bind(event.attribution.notes.as_deref())
     .bind(metadata)
     .bind(event.idempotency_key.as_deref())
+    .bind(event.tracking_status.map(<&str>::from))
     .execute(&mut **tx)
     .await?;
     if commit.idempotency.is_some() {
@@ -173,6 +175,10 @@ fn event_from_row(row: &SqliteRow) -> Result<Event, StoreError> {
         at: parse_stored("event time", row.try_get::<&str, _>("at")?)?,
         kind: parse_stored("event kind", row.try_get::<&str, _>("kind")?)?,
         status: parse_stored("status", row.try_get::<&str, _>("status")?)?,
+        tracking_status: row
+            .try_get::<Option<&str>, _>("tracking_status")?
+            .map(|status| parse_stored("tracking status", status))
+            .transpose()?,
         attribution: Attribution {
             updated_by: row.try_get("updated_by")?,
             notes: row.try_get("notes")?,
@@ -248,7 +254,8 @@ impl OrderStore for SqliteStore {
         limit: usize,
     ) -> Result<Vec<Event>, StoreError> {
         sqlx::query(
-            "SELECT order_id, version, at, kind, status, updated_by, notes, metadata, idempotency_key
+            "SELECT order_id, version, at, kind, status, updated_by, notes, metadata, idempotency_key,
+                    tracking_status
              FROM order_events WHERE order_id = ? AND version > ?
              ORDER BY version LIMIT ?",
         )

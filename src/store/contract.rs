@@ -256,6 +256,11 @@ async fn updates_only_from_the_expected_version(store: Arc<dyn OrderStore>, f: F
     assert_eq!(history[1].kind, EventKind::StatusChanged);
     assert_eq!(history[1].status, OrderStatus::Preparing);
     assert_eq!(
+        history[1].tracking_status,
+        Some(crate::domain::TrackingStatus::PickingInProgress),
+        "the fine status is kept with the event"
+    );
+    assert_eq!(
         history[1].attribution.updated_by.as_deref(),
         Some("kitchen")
     );

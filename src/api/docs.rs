@@ -5,7 +5,7 @@ use axum::Router;
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
-use super::{orders, processor, requests, simulate, system, track};
+use super::{fulfillment, orders, processor, requests, simulate, system, track};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -41,6 +41,22 @@ as restaurant, or `expired`. Requestor and processor records (requests, notes, s
         system::stats,
         system::health,
         system::ready,
+        fulfillment::init,
+        fulfillment::document_handler,
+        fulfillment::set_status,
+        fulfillment::history,
+        fulfillment::approve_substitution,
+        fulfillment::reject_substitution,
+        fulfillment::report_issue,
+        fulfillment::resolve_issue,
+        fulfillment::acknowledge,
+        fulfillment::start_picking,
+        fulfillment::substitution,
+        fulfillment::ready,
+        fulfillment::reject,
+        fulfillment::assign,
+        fulfillment::pickup,
+        fulfillment::delivered,
     ),
     components(schemas(crate::domain::Order, crate::domain::OrderStatus, super::error::ErrorBody)),
     tags(
@@ -50,6 +66,9 @@ as restaurant, or `expired`. Requestor and processor records (requests, notes, s
         (name = "order requests", description = "The requestor: initiating order requests, follow-ups, stopping processing, tracking diagnostics"),
         (name = "processor", description = "The processor's diagnostics: sellers, proposals and notes per order request"),
         (name = "system", description = "Health and live figures"),
+        (name = "fulfillment", description = "Seed 003's order tracking document, status, history, substitutions answers and issues"),
+        (name = "store", description = "Store operations: acknowledge, pick, propose substitutions, ready, reject"),
+        (name = "delivery", description = "Delivery operations: assign a driver, pick up, deliver"),
     )
 )]
 pub struct ApiDoc;

@@ -188,6 +188,90 @@ pub fn stats_response() -> Value {
     serde_json::to_value(body).expect("stats serialize")
 }
 
+/// A grocery order whose picker proposed a substitution the customer has
+/// not answered yet.
+pub fn tracking_document() -> Value {
+    use super::fulfillment::{to_document, StatusUpdate, TrackingResponse};
+    use crate::domain::fulfillment::{InitInput, NewSubstitution};
+    use crate::domain::{Actor, Attribution, Event, EventKind, Fulfill, OrderChange};
+    let input: InitInput = serde_json::from_value(json!({
+        "store_id": "store-17",
+        "customer_id": "42",
+        "delivery_provider": "internal",
+        "delivery_address": "12 Harbour Street, Springfield",
+        "items": [{"name": "Whole milk 1l", "quantity": 2, "unit_price": 1.25}]
+    }))
+    .expect("the example input is valid");
+    let at: Timestamp = "2025-01-12T20:30:00Z".parse().expect("a valid time");
+    let id: crate::domain::OrderId = "g-1001".parse().expect("a valid id");
+    let mut order = Order::create(
+        id.clone(),
+        input.parse(id).expect("the example is valid"),
+        at,
+    );
+    let mut history = vec![Event::for_order(
+        &order,
+        EventKind::Created,
+        Attribution::default(),
+        None,
+    )];
+    let steps = [
+        (Fulfill::NotifyStore, Actor::Operator, "store-feed"),
+        (
+            Fulfill::Acknowledge {
+                estimated_ready_time: None,
+            },
+            Actor::Store,
+            "store:store-17",
+        ),
+        (Fulfill::StartPicking, Actor::Store, "store:store-17"),
+        (
+            Fulfill::ProposeSubstitution(
+                NewSubstitution::parse("sku-milk-1l", "sku-milk-2l", "Out of stock", 0.8)
+                    .expect("a valid proposal"),
+            ),
+            Actor::Store,
+            "store:store-17",
+        ),
+    ];
+    for (n, (command, actor, by)) in steps.into_iter().enumerate() {
+        let change = OrderChange::Fulfill {
+            command,
+            actor,
+            at_store: None,
+        };
+        let kind = EventKind::of(&change);
+        let now = at.plus(chrono::TimeDelta::minutes(n as i64 + 1));
+        order = order
+            .apply(&change, now)
+            .expect("the example steps are legal")
+            .expect("each step changes the order");
+        history.push(Event::for_order(&order, kind, Attribution::by(by), None));
+    }
+    let status_history = history.into_iter().map(StatusUpdate::from).collect();
+    let body = TrackingResponse {
+        success: true,
+        data: to_document(&order, status_history, None),
+    };
+    serde_json::to_value(body).expect("a document serializes")
+}
+
+/// A damaged item reported on the order of [`tracking_document`].
+pub fn issue_response() -> Value {
+    let mut body = tracking_document();
+    body["issue_id"] = json!("issue-1");
+    body["data"]["issues"] = json!([{
+        "id": "issue-1",
+        "issue_type": "item_damaged",
+        "description": "Two eggs cracked",
+        "severity": "medium",
+        "created_at": "2025-01-12T20:36:00.000000Z",
+        "resolved_at": null,
+        "resolution": null
+    }]);
+    body
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -137,6 +137,46 @@ where
     }
 }
 
+/// An optional JSON body with its `Idempotency-Key`: a request with no
+/// body (no `Content-Type` and no length), or with the body `null`, gets
+/// `T::default()`; another body is read as [`KeyedJson`] reads it.
+pub struct OptionalBody<T> {
+    pub body: T,
+    pub idempotency: Option<IdempotencyKey>,
+}
+
+impl<S, T> FromRequest<S> for OptionalBody<T>
+where
+    S: Send + Sync,
+    T: serde::de::DeserializeOwned + Default,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let headers = request.headers();
+        let empty = !headers.contains_key(axum::http::header::CONTENT_TYPE)
+            && headers
+                .get(axum::http::header::CONTENT_LENGTH)
+                .is_none_or(|length| length.as_bytes() == b"0");
+        if empty {
+            let Idempotency(idempotency) = {
+                let (mut parts, _) = request.into_parts();
+                Idempotency::from_request_parts(&mut parts, state).await?
+            };
+            return Ok(OptionalBody {
+                body: T::default(),
+                idempotency,
+            });
+        }
+        let KeyedJson { body, idempotency } =
+            KeyedJson::<Option<T>>::from_request(request, state).await?;
+        Ok(OptionalBody {
+            body: body.unwrap_or_default(),
+            idempotency,
+        })
+    }
+}
+
 /// The `Idempotency-Key` of a state-changing request without a body: scoped
 /// to the method and path, its fingerprint covers the query string.
 pub struct Idempotency(pub Option<IdempotencyKey>);

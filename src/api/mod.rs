@@ -25,6 +25,7 @@ pub mod docs;
 pub mod error;
 mod examples;
 mod extract;
+mod fulfillment;
 mod idempotent;
 mod orders;
 mod processor;
@@ -85,6 +86,7 @@ fn router(state: AppState) -> Router {
     let api = Router::new()
         .merge(orders::router())
         .merge(track::router())
+        .merge(fulfillment::router())
         .merge(simulate::router())
         .merge(requests::router())
         .merge(processor::router())

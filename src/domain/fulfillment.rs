@@ -350,6 +350,165 @@ pub enum Fulfill {
     },
 }
 
+/// What `POST /tracking/orders/{order_id}/init` carries (seed 003).
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "store_id": "store-17",
+    "customer_id": "42",
+    "delivery_provider": "internal",
+    "delivery_address": "12 Harbour Street, Springfield",
+    "items": [{"name": "Whole milk 1l", "quantity": 2, "unit_price": 1.25}],
+    "estimated_delivery_time": "2025-01-12T21:05:00Z",
+    "metadata": {"channel": "app"}
+}))]
+pub struct InitInput {
+    #[schema(value_type = String, example = "store-17")]
+    pub store_id: String,
+    pub customer_id: String,
+    pub delivery_provider: DeliveryProvider,
+    /// Where to deliver; may be given later by other systems.
+    pub delivery_address: Option<String>,
+    /// What was ordered: 0 to 100 lines, as in `POST /api/v1/orders`.
+    #[serde(default)]
+    pub items: Vec<super::order::NewItemInput>,
+    /// When the order should arrive, if the caller knows better than the
+    /// standard timeline; kept until a partner or dispatcher gives another.
+    pub estimated_delivery_time: Option<Timestamp>,
+    /// Anything else to keep with the order: a JSON object of at most 16 KB.
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Map<String, Value>>,
+}
+
+impl InitInput {
+    /// The order to create as `id`, or every problem with the input.
+    pub fn parse(self, id: super::OrderId) -> Result<super::NewOrder, super::ValidationError> {
+        let mut problems = Vec::new();
+        let store_id = StoreId::try_from(self.store_id)
+            .map_err(|BadId(why)| problems.push(why))
+            .ok();
+        let customer_id = super::CustomerId::try_from(self.customer_id)
+            .map_err(|BadId(why)| problems.push(why))
+            .ok();
+        let delivery_address = match self.delivery_address {
+            Some(address) => super::order::text("delivery_address", &address, &mut problems),
+            None => String::new(),
+        };
+        let items = super::order::items(self.items, &mut problems);
+        let metadata = self.metadata.unwrap_or_default();
+        if let Err(super::BadAttribution(why)) =
+            super::Attribution::parse(None, None, Some(metadata.clone()))
+        {
+            problems.push(why);
+        }
+        match (store_id, customer_id) {
+            (Some(store_id), Some(customer_id)) if problems.is_empty() => Ok(super::NewOrder {
+                id: Some(id),
+                customer_id,
+                restaurant_name: store_id.as_str().to_owned(),
+                delivery_address,
+                items,
+                status: super::OrderStatus::Confirmed,
+                fulfillment: Some(NewFulfillment {
+                    store_id,
+                    delivery_provider: self.delivery_provider,
+                    estimated_delivery_time: self.estimated_delivery_time,
+                    metadata,
+                }),
+            }),
+            _ => Err(super::ValidationError { problems }),
+        }
+    }
+}
+
+impl NewSubstitution {
+    /// Checks a proposal, reporting every problem.
+    pub fn parse(
+        original_item_id: &str,
+        substitute_item_id: &str,
+        reason: &str,
+        price_difference: f64,
+    ) -> Result<NewSubstitution, super::ValidationError> {
+        let mut problems = Vec::new();
+        let short = super::order::MAX_TEXT_LEN;
+        let new = NewSubstitution {
+            original_item_id: bounded_text(
+                "original_item_id",
+                original_item_id,
+                short,
+                &mut problems,
+            ),
+            substitute_item_id: bounded_text(
+                "substitute_item_id",
+                substitute_item_id,
+                short,
+                &mut problems,
+            ),
+            reason: required_text("reason", reason, &mut problems),
+            price_difference: PriceDifference::from_decimal(price_difference)
+                .map_err(|why| problems.push(why))
+                .unwrap_or_default(),
+        };
+        if problems.is_empty() {
+            Ok(new)
+        } else {
+            Err(super::ValidationError { problems })
+        }
+    }
+}
+
+impl NewIssue {
+    /// Checks a report, reporting every problem.
+    pub fn parse(
+        issue_type: &str,
+        description: &str,
+        severity: Severity,
+    ) -> Result<NewIssue, super::ValidationError> {
+        let mut problems = Vec::new();
+        let new = NewIssue {
+            issue_type: bounded_text("issue_type", issue_type, 64, &mut problems),
+            description: required_text("description", description, &mut problems),
+            severity,
+        };
+        if problems.is_empty() {
+            Ok(new)
+        } else {
+            Err(super::ValidationError { problems })
+        }
+    }
+}
+
+impl Assignment {
+    /// Checks an assignment, reporting every problem.
+    pub fn parse(
+        input: DriverDetails,
+        delivery_tracking_id: Option<String>,
+        delivery_tracking_url: Option<String>,
+        estimated_delivery_time: Option<Timestamp>,
+    ) -> Result<Assignment, super::ValidationError> {
+        let mut problems = Vec::new();
+        let assignment = Assignment {
+            driver: driver(input, &mut problems),
+            delivery_tracking_id: optional_text(
+                "delivery_tracking_id",
+                delivery_tracking_id,
+                &mut problems,
+            ),
+            delivery_tracking_url: optional_url(
+                "delivery_tracking_url",
+                delivery_tracking_url,
+                &mut problems,
+            ),
+            estimated_delivery_time,
+        };
+        if problems.is_empty() {
+            Ok(assignment)
+        } else {
+            Err(super::ValidationError { problems })
+        }
+    }
+}
+
 /// Checks a required free-text field: trimmed, not empty, at most
 /// [`MAX_FULFILLMENT_TEXT`] characters.
 pub fn required_text(field: &str, value: &str, problems: &mut Vec<String>) -> String {

@@ -37,6 +37,7 @@ use super::OrderStatus;
 )]
 #[serde(rename_all = "snake_case")]
 #[strum(serialize_all = "snake_case")]
+#[schema(as = OrderTrackingStatus)]
 pub enum TrackingStatus {
     Submitted,
     /// The store's feed delivered the order to the store.

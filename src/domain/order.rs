@@ -968,7 +968,7 @@ pub struct ValidationError {
     pub problems: Vec<String>,
 }
 
-fn text(field: &str, value: &str, problems: &mut Vec<String>) -> String {
+pub(crate) fn text(field: &str, value: &str, problems: &mut Vec<String>) -> String {
     let value = value.trim();
     if value.is_empty() {
         problems.push(format!("{field} must not be empty"));
@@ -1046,7 +1046,7 @@ impl NewOrder {
 }
 
 /// Checks line items (at most [`MAX_ITEMS`]), reporting every problem.
-fn items(input: Vec<NewItemInput>, problems: &mut Vec<String>) -> Vec<OrderItem> {
+pub(crate) fn items(input: Vec<NewItemInput>, problems: &mut Vec<String>) -> Vec<OrderItem> {
     if input.len() > MAX_ITEMS {
         problems.push(format!(
             "items must hold at most {MAX_ITEMS} entries, got {}",

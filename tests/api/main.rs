@@ -6,6 +6,7 @@ mod cluster;
 mod crash;
 mod docs;
 mod durability;
+mod fulfillment;
 mod helpers;
 mod history;
 mod idempotency;

@@ -54,6 +54,7 @@ as restaurant, or `expired`. Requestor and processor records (requests, notes, s
         fulfillment::substitution,
         fulfillment::ready,
         fulfillment::reject,
+        fulfillment::store_orders,
         fulfillment::assign,
         fulfillment::pickup,
         fulfillment::delivered,

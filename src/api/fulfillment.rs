@@ -11,7 +11,7 @@
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::Router;
 use serde::{Deserialize, Serialize};
@@ -65,6 +65,7 @@ pub fn router() -> Router<AppState> {
         )
         .route("/tracking/store/{store_id}/ready", post(ready))
         .route("/tracking/store/{store_id}/reject", post(reject))
+        .route("/tracking/store/{store_id}/orders", get(store_orders))
         .route("/tracking/delivery/{order_id}/assign", post(assign))
         .route("/tracking/delivery/{order_id}/pickup", post(pickup))
         .route("/tracking/delivery/{order_id}/delivered", post(delivered))
@@ -1150,4 +1151,132 @@ pub async fn delivered(
     request: OptionalBody<Note>,
 ) -> Result<Response> {
     driver_step(state, id, request, Fulfill::Deliver).await
+}
+
+/// Query parameters of a store's feed.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct FeedParams {
+    /// `cursor` from the last answer. Without it, the answer lists the
+    /// store's live orders at once, with the cursor to follow from.
+    #[param(value_type = Option<u64>, example = 17)]
+    pub after: Option<String>,
+    /// Seconds to wait for a change: as `/track`'s `timeout` (default 30,
+    /// `0` answers at once, larger values are clamped).
+    #[param(value_type = Option<u64>, example = 30)]
+    pub timeout: Option<String>,
+    /// Orders per answer, 1 to 500 (default 100).
+    #[param(value_type = Option<u64>, example = 100)]
+    pub limit: Option<String>,
+}
+
+/// A store feed's answer.
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({
+    "success": true,
+    "has_update": true,
+    "cursor": 18,
+    "more": false,
+    "timeout": 30,
+    "orders": [super::examples::order()]
+}))]
+pub struct FeedResponse {
+    pub success: bool,
+    /// Whether `orders` holds anything.
+    pub has_update: bool,
+    /// Send back as `after`.
+    pub cursor: u64,
+    /// The page was full: ask again at once for the rest.
+    pub more: bool,
+    /// The wait that was granted, in seconds.
+    pub timeout: u64,
+    /// The store's orders that changed, each at its latest version (as
+    /// `GET /api/v1/orders/{id}` shows it), in change order.
+    #[schema(value_type = Vec<crate::domain::Order>)]
+    pub orders: Vec<Box<serde_json::value::RawValue>>,
+}
+
+/// A whole number in a query parameter.
+fn whole(name: &str, given: Option<&str>) -> Result<Option<u64>> {
+    given
+        .map(str::trim)
+        .filter(|text| !text.is_empty())
+        .map(|text| {
+            text.parse::<u64>().map_err(|_| {
+                ApiError::InvalidParameter(format!(
+                    "{name} must be a whole non-negative number, got '{text}'"
+                ))
+            })
+        })
+        .transpose()
+}
+
+/// Follow a store's orders (for the store's tablet).
+///
+/// Long-polls for the store's orders that changed after `after`: new
+/// orders first of all. Answers at once when there are some, else waits
+/// up to `timeout` for one. Without `after`, answers at once with the
+/// store's live orders. A `submitted` order delivered here becomes
+/// `store_notified` (seed 003's store notification), so the customer sees
+/// that the store has it.
+#[utoipa::path(
+    get,
+    path = "/tracking/store/{store_id}/orders",
+    tag = "store",
+    params(("store_id" = String, Path, description = "The store", example = "store-17"), FeedParams),
+    responses(
+        (status = 200, description = "Changed orders, or none when the wait ended quietly.", body = FeedResponse),
+        (status = 400, description = "A parameter could not be read.", body = ErrorBody,
+            example = json!({"success": false, "error": "invalid_parameter", "message": "after must be a whole non-negative number, got 'x'"})),
+        (status = 429, description = "Too many feeds wait on this store.", body = ErrorBody,
+            example = json!({"success": false, "error": "too_many_pollers", "message": "this order already has 10 parked polls, the most allowed"})),
+        (status = 503, description = "The server holds as many parked polls as it may.", body = ErrorBody,
+            example = json!({"success": false, "error": "server_busy", "message": "the server already holds 16384 parked polls, the most allowed"})),
+    )
+)]
+pub async fn store_orders(
+    State(state): State<AppState>,
+    Path(store_id): Path<String>,
+    AppQuery(params): AppQuery<FeedParams>,
+) -> Result<Response> {
+    let store = store_path(store_id)?;
+    let after = whole("after", params.after.as_deref())?;
+    let limit = match whole("limit", params.limit.as_deref())? {
+        None => crate::orders::DEFAULT_FEED_PAGE,
+        Some(limit @ 1..) if limit <= crate::orders::MAX_FEED_PAGE as u64 => limit as usize,
+        Some(other) => {
+            return Err(ApiError::InvalidParameter(format!(
+                "limit must be between 1 and {}, got {other}",
+                crate::orders::MAX_FEED_PAGE
+            )))
+        }
+    };
+    let timeout = state
+        .service
+        .poll_timeout(params.timeout.as_deref())
+        .map_err(|err| ApiError::InvalidParameter(err.to_string()))?;
+    let feed = state
+        .service
+        .store_feed(&store, after, timeout, limit)
+        .await
+        .map_err(|err| match err {
+            ServiceError::Poll(error) => ApiError::Busy {
+                error,
+                retry_after: state.retry_after,
+            },
+            other => ApiError::Service(other),
+        })?;
+    let body = FeedResponse {
+        success: true,
+        has_update: feed.has_update,
+        cursor: feed.cursor,
+        more: feed.more,
+        timeout: timeout.applied_secs,
+        orders: feed
+            .orders
+            .iter()
+            .map(|snapshot| snapshot.json().to_owned())
+            .collect(),
+    };
+    Ok(axum::Json(body).into_response())
 }

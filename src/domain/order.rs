@@ -435,6 +435,13 @@ pub enum ChangeError {
         from: TrackingStatus,
         to: OrderStatus,
     },
+    /// A seed 004 move the lifecycle table has no way to make from the
+    /// order's fine status.
+    #[error("order is {from}: the lifecycle has no way from there to {to}")]
+    NoPath {
+        from: TrackingStatus,
+        to: OrderStatus,
+    },
     /// A fulfillment command for an order request still seeking a seller.
     #[error("order is {status}: fulfillment starts once a seller's proposal is accepted")]
     NotFulfilling { status: OrderStatus },
@@ -525,8 +532,12 @@ impl Order {
     /// fine statuses existed, the canonical one of their status. `None`
     /// while `requested` and once `expired`.
     pub fn tracking_status(&self) -> Option<TrackingStatus> {
-        self.tracking_status
-            .or_else(|| TrackingStatus::canonical(self.status))
+        match self.tracking_status {
+            // The fine status projects onto the coarse one; a snapshot where
+            // it does not (edited by hand) is read by its coarse status.
+            Some(fine) if fine.coarse() == self.status => Some(fine),
+            _ => TrackingStatus::canonical(self.status),
+        }
     }
 
     /// The store the order belongs to, if it has one.
@@ -616,8 +627,13 @@ impl Order {
         let path = match self.tracking_status() {
             // Only cancelling leaves `requested` this way.
             None => TrackingStatus::canonical(to).into_iter().collect(),
-            Some(current) => lifecycle::coarse_path(current, to)
-                .ok_or(ChangeError::AwaitingCustomer { from: current, to })?,
+            Some(current) => lifecycle::coarse_path(current, to).ok_or(
+                if current == TrackingStatus::SubstitutionsNeeded {
+                    ChangeError::AwaitingCustomer { from: current, to }
+                } else {
+                    ChangeError::NoPath { from: current, to }
+                },
+            )?,
         };
         let mut next = self.moved_to(to, now);
         for &status in &path {

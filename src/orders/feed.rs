@@ -116,7 +116,11 @@ impl OrderService {
     /// Compares every order the hub holds with the store and publishes
     /// those that moved; returns how many did.
     pub async fn catch_up(&self) -> Result<usize, StoreError> {
-        self.refresh(self.inner.hub.versions()).await
+        let published = self.refresh(self.inner.hub.versions()).await;
+        // Store feeds read their changes from the table themselves: a ring
+        // makes them read again whatever this instance may have missed.
+        self.inner.hub.ring_all_stores();
+        published
     }
 
     /// Reads the orders of `known` that the store holds at a newer version
@@ -147,6 +151,10 @@ impl OrderService {
             .fetch_add(hints.len() as u64, Ordering::Relaxed);
         let mut behind: HashMap<OrderId, Version> = HashMap::new();
         for hint in hints {
+            // A store feed reads the table itself: the ring is all it needs.
+            if let Some(store) = &hint.store_id {
+                self.inner.hub.ring(store);
+            }
             let Some(held) = self.inner.hub.latest(&hint.order_id) else {
                 continue;
             };
@@ -291,10 +299,12 @@ pub(super) mod tests {
             Hint {
                 order_id: held.clone(),
                 version: Version(2),
+                store_id: None,
             },
             Hint {
                 order_id: other.clone(),
                 version: Version(2),
+                store_id: None,
             },
         ])
         .await;

@@ -33,12 +33,14 @@ mod feed;
 mod keys;
 mod leases;
 mod samples;
+mod stores;
 mod writer;
 
 pub use clock::Clock;
 pub use feed::{FeedStats, DEFAULT_SWEEP_INTERVAL};
 pub use keys::{Answer, IdempotencyKey, KeyClaim, Keyed};
 pub use leases::{RunStart, DEFAULT_LEASE_TTL};
+pub use stores::{StoreFeed, DEFAULT_FEED_PAGE, FEED_ACTOR, MAX_FEED_PAGE};
 pub use writer::MAX_BATCH;
 
 use writer::{Job, Reply, Writer};

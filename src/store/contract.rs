@@ -134,6 +134,7 @@ contract!(
     background_runs_are_recorded_until_they_end,
     request_records_are_replaced_and_keep_their_place,
     whole_answers_are_stored_alone_or_with_a_request_record,
+    a_stores_feed_numbers_its_orders_changes_in_commit_order,
 );
 
 fn t(s: &str) -> Timestamp {
@@ -773,5 +774,72 @@ async fn whole_answers_are_stored_alone_or_with_a_request_record(
         );
     }
     assert_eq!(store.purge_idempotency(since_tomorrow).await.unwrap(), 1);
+    f
+}
+
+/// An order of `store`, created through seed 003's init.
+fn store_order(id: &str, store: &str) -> Order {
+    let input: crate::domain::fulfillment::InitInput = serde_json::from_value(serde_json::json!({
+        "store_id": store,
+        "customer_id": "c1",
+        "delivery_provider": "internal"
+    }))
+    .unwrap();
+    let draft = input.parse(id.parse().unwrap()).unwrap();
+    Order::create(id.parse().unwrap(), draft, t("2025-01-12T20:30:00Z"))
+}
+
+async fn a_stores_feed_numbers_its_orders_changes_in_commit_order(
+    store: Arc<dyn OrderStore>,
+    f: Fixture,
+) -> Fixture {
+    let s1: StoreId = "s1".parse().unwrap();
+    let empty = store.store_feed(&s1, Some(0), 10).await.unwrap();
+    assert_eq!(empty, StoreFeedPage::default());
+    let (a, b, c) = (
+        store_order("a", "s1"),
+        store_order("b", "s1"),
+        store_order("c", "s2"),
+    );
+    // One batch: two orders of s1, one of s2, one without a store.
+    let plain = new_order("plain");
+    store
+        .commit(&[create(&a), create(&c), create(&b), create(&plain)])
+        .await
+        .unwrap();
+    let page = store.store_feed(&s1, Some(0), 10).await.unwrap();
+    let seqs: Vec<(u64, &str)> = page
+        .orders
+        .iter()
+        .map(|(n, o)| (*n, o.id.as_str()))
+        .collect();
+    assert_eq!(seqs, [(1, "a"), (2, "b")]);
+    assert_eq!(page.head, 2);
+    // A change moves the order to the end of its store's feed.
+    let (a2, commit) = change(&a, OrderStatus::Cancelled, "store");
+    store.commit(&[commit]).await.unwrap();
+    let page = store.store_feed(&s1, Some(2), 10).await.unwrap();
+    assert_eq!(page.orders, [(3, a2.clone())]);
+    assert_eq!(page.head, 3);
+    let page = store.store_feed(&s1, Some(0), 1).await.unwrap();
+    assert_eq!(page.orders.len(), 1, "limited");
+    assert_eq!(page.orders[0].1.id.as_str(), "b");
+    // Without a cursor: the live orders only (a is cancelled).
+    let live = store.store_feed(&s1, None, 10).await.unwrap();
+    assert_eq!(live.orders, [(2, b.clone())]);
+    assert_eq!(live.head, 3);
+    // A failed commit takes no number that anyone sees.
+    let (_, stale) = change(&a, OrderStatus::Preparing, "late");
+    assert_eq!(
+        store.commit(&[stale]).await.unwrap(),
+        [CommitOutcome::Conflict]
+    );
+    let after = store.store_feed(&s1, Some(3), 10).await.unwrap();
+    assert!(after.orders.is_empty());
+    let other = store
+        .store_feed(&"s2".parse().unwrap(), Some(0), 10)
+        .await
+        .unwrap();
+    assert_eq!(other.orders, [(1, c)]);
     f
 }

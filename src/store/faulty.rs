@@ -55,6 +55,14 @@ impl OrderStore for FaultyStore {
     async fn count_by_status(&self) -> Result<BTreeMap<OrderStatus, u64>, StoreError> {
         self.inner.count_by_status().await
     }
+    async fn store_feed(
+        &self,
+        store: &crate::domain::StoreId,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<super::StoreFeedPage, StoreError> {
+        self.inner.store_feed(store, after, limit).await
+    }
     async fn idempotency(
         &self,
         scope: &str,

@@ -8,9 +8,9 @@ use async_trait::async_trait;
 
 use super::{
     BackgroundRun, Commit, CommitOutcome, IdempotencyRecord, OrderStore, Poisoned, RequestRecord,
-    RunClaim, StoreError,
+    RunClaim, StoreError, StoreFeedPage,
 };
-use crate::domain::{Event, Order, OrderId, OrderStatus, Timestamp, Version};
+use crate::domain::{Event, Order, OrderId, OrderStatus, StoreId, Timestamp, Version};
 
 /// Everything behind one lock, so a batch commits atomically. The lock is a
 /// `std` mutex: it is never held across an `.await`.
@@ -34,6 +34,11 @@ struct State {
     request_records: HashMap<(String, OrderId), (u64, serde_json::Value)>,
     /// The listing place the next new request record gets.
     next_record_seq: u64,
+    /// Each store's feed: its latest change number, and its orders by the
+    /// number of their latest change.
+    stores: HashMap<StoreId, (u64, BTreeMap<u64, OrderId>)>,
+    /// Each store order's latest change number.
+    store_seqs: HashMap<OrderId, u64>,
 }
 
 impl MemoryStore {
@@ -79,6 +84,14 @@ impl State {
                 return CommitOutcome::KeyTaken;
             }
         }
+        if let Some(store) = order.store_id() {
+            let (head, feed) = self.stores.entry(store.clone()).or_default();
+            *head += 1;
+            if let Some(old) = self.store_seqs.insert(order.id.clone(), *head) {
+                feed.remove(&old);
+            }
+            feed.insert(*head, order.id.clone());
+        }
         self.orders.insert(order.id.clone(), order.clone());
         self.events
             .entry(order.id.clone())
@@ -101,6 +114,28 @@ impl OrderStore for MemoryStore {
 
     async fn get(&self, id: &OrderId) -> Result<Option<Order>, StoreError> {
         Ok(self.state().orders.get(id).cloned())
+    }
+
+    async fn store_feed(
+        &self,
+        store: &StoreId,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<StoreFeedPage, StoreError> {
+        let state = self.state();
+        let Some((head, feed)) = state.stores.get(store) else {
+            return Ok(StoreFeedPage::default());
+        };
+        let orders = feed
+            .range(after.map_or(0, |after| after + 1)..)
+            .filter_map(|(seq, id)| Some((*seq, state.orders.get(id)?.clone())))
+            .filter(|(_, order)| after.is_some() || !order.status.is_terminal())
+            .take(limit)
+            .collect();
+        Ok(StoreFeedPage {
+            orders,
+            head: *head,
+        })
     }
 
     async fn history(

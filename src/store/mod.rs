@@ -28,10 +28,24 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::domain::{Event, Order, OrderId, OrderSnapshot, OrderStatus, Timestamp, Version};
+use crate::domain::{
+    Event, Order, OrderId, OrderSnapshot, OrderStatus, StoreId, Timestamp, Version,
+};
 
 #[cfg(test)]
 mod contract;
+#[cfg(test)]
+mod final_statuses {
+    #[test]
+    fn the_sql_list_of_final_statuses_is_the_domains() {
+        let names: Vec<String> = crate::domain::OrderStatus::ALL
+            .into_iter()
+            .filter(|status| status.is_terminal())
+            .map(|status| format!("'{status}'"))
+            .collect();
+        assert_eq!(super::FINAL_STATUSES_SQL, names.join(", "));
+    }
+}
 #[cfg(test)]
 pub(crate) mod faulty;
 mod memory;
@@ -413,11 +427,66 @@ pub trait OrderStore: Send + Sync + 'static {
         Ok(None)
     }
 
+    /// The store's order feed: the orders of `store` whose latest change
+    /// is numbered after `after`, in change order, at most `limit`; with
+    /// `after` absent, the store's live (not final) orders instead. Also
+    /// the store's latest change number.
+    async fn store_feed(
+        &self,
+        store: &StoreId,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<StoreFeedPage, StoreError>;
+
     /// Checks that the backend answers, for readiness.
     async fn ping(&self) -> Result<(), StoreError>;
 
     /// `memory`, `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
+}
+
+/// A page of a store's order feed.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StoreFeedPage {
+    /// Each order with the number of its latest change, in change order.
+    pub orders: Vec<(u64, Order)>,
+    /// The store's latest change number (0 before its first).
+    pub head: u64,
+}
+
+/// How many commits of `batch` each store gets a change number for, in
+/// store order: the SQL stores take the stores' counters in this order, so
+/// two batches never wait for each other's counters crosswise.
+fn store_counts(batch: &[Commit]) -> BTreeMap<&StoreId, u64> {
+    let mut counts = BTreeMap::new();
+    for commit in batch {
+        if let Some(store) = commit.order().store_id() {
+            *counts.entry(store).or_insert(0) += 1;
+        }
+    }
+    counts
+}
+
+/// Hands out the change numbers reserved for a batch: the store's last
+/// number after the reservation and how many were reserved.
+#[derive(Debug, Default)]
+struct StoreSeqs<'a> {
+    next: BTreeMap<&'a StoreId, u64>,
+}
+
+impl<'a> StoreSeqs<'a> {
+    /// Records that `store` reserved `count` numbers ending at `last`.
+    fn reserved(&mut self, store: &'a StoreId, last: u64, count: u64) {
+        self.next.insert(store, last + 1 - count);
+    }
+
+    /// The number of `commit`'s change, if its order has a store.
+    fn take(&mut self, commit: &Commit) -> Option<u64> {
+        let next = self.next.get_mut(commit.order().store_id()?)?;
+        let seq = *next;
+        *next += 1;
+        Some(seq)
+    }
 }
 
 /// A change another process committed, as it announced it: a hint to read
@@ -426,21 +495,43 @@ pub trait OrderStore: Send + Sync + 'static {
 pub struct Hint {
     pub order_id: OrderId,
     pub version: Version,
+    /// The order's store, whose feed the change also wakes.
+    pub store_id: Option<StoreId>,
 }
 
 impl Hint {
-    /// The hint as a notification payload: `VERSION ORDER_ID`, well within
-    /// PostgreSQL's 8,000 bytes (ids are at most 64 characters).
+    /// The hint of a committed order.
+    pub fn of(order: &Order) -> Hint {
+        Hint {
+            order_id: order.id.clone(),
+            version: order.version,
+            store_id: order.store_id().cloned(),
+        }
+    }
+
+    /// The hint as a notification payload: `VERSION ORDER_ID [STORE_ID]`,
+    /// well within PostgreSQL's 8,000 bytes (ids are at most 64
+    /// characters, without spaces).
     pub fn payload(&self) -> String {
-        format!("{} {}", self.version.0, self.order_id)
+        match &self.store_id {
+            None => format!("{} {}", self.version.0, self.order_id),
+            Some(store) => format!("{} {} {store}", self.version.0, self.order_id),
+        }
     }
 
     /// Reads a payload [`Hint::payload`] wrote; `None` for anything else.
     pub fn parse(payload: &str) -> Option<Hint> {
-        let (version, id) = payload.split_once(' ')?;
+        let mut words = payload.split(' ');
+        let version = Version(words.next()?.parse().ok()?);
+        let order_id = words.next()?.parse().ok()?;
+        let store_id = words.next().map(str::parse).transpose().ok()?;
+        if words.next().is_some() {
+            return None;
+        }
         Some(Hint {
-            order_id: id.parse().ok()?,
-            version: Version(version.parse().ok()?),
+            order_id,
+            version,
+            store_id,
         })
     }
 }
@@ -550,6 +641,31 @@ fn version_from_db(version: i64) -> Result<Version, StoreError> {
 /// get near `i64::MAX`.
 fn version_to_db(version: Version) -> i64 {
     i64::try_from(version.0).unwrap_or(i64::MAX)
+}
+
+/// A store's change number as a `BIGINT`.
+fn seq_to_db(seq: u64) -> i64 {
+    i64::try_from(seq).unwrap_or(i64::MAX)
+}
+
+/// A stored change number.
+fn seq_from_db(seq: i64) -> Result<u64, StoreError> {
+    u64::try_from(seq).map_err(|_| StoreError::Corrupt(format!("negative change number {seq}")))
+}
+
+/// The final statuses, as a SQL list, for "live orders" queries.
+const FINAL_STATUSES_SQL: &str = "'delivered', 'cancelled', 'expired', 'failed'";
+
+/// The page of a store feed: `rows` read after `head`, each with its number.
+fn feed_page(head: Option<i64>, rows: Vec<(i64, Order)>) -> Result<StoreFeedPage, StoreError> {
+    let orders = rows
+        .into_iter()
+        .map(|(seq, order)| Ok((seq_from_db(seq)?, order)))
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    Ok(StoreFeedPage {
+        orders,
+        head: head.map(seq_from_db).transpose()?.unwrap_or(0),
+    })
 }
 
 /// A page size as a SQL `LIMIT`.

@@ -13,11 +13,12 @@ use sqlx::types::Json;
 use sqlx::{PgPool, Postgres, Row, Transaction};
 
 use super::{
-    counts_by_status, limit_to_db, parse_stored, version_from_db, version_to_db, BackgroundRun,
-    ChangeListener, Commit, CommitOutcome, Hint, IdempotencyRecord, OrderStore, Poisoned,
-    RequestRecord, RunClaim, StoreError, StoredAnswer,
+    counts_by_status, feed_page, limit_to_db, parse_stored, seq_from_db, seq_to_db, store_counts,
+    version_from_db, version_to_db, BackgroundRun, ChangeListener, Commit, CommitOutcome, Hint,
+    IdempotencyRecord, OrderStore, Poisoned, RequestRecord, RunClaim, StoreError, StoreFeedPage,
+    StoreSeqs, StoredAnswer, FINAL_STATUSES_SQL,
 };
-use crate::domain::{Attribution, Event, Order, OrderId, OrderStatus, Timestamp, Version};
+use crate::domain::{Attribution, Event, Order, OrderId, OrderStatus, StoreId, Timestamp, Version};
 
 /// How long to wait for a pooled connection before failing a request.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -114,6 +115,7 @@ async fn save_key<'e>(
 async fn commit_one(
     tx: &mut Transaction<'_, Postgres>,
     commit: &Commit,
+    store_seq: Option<u64>,
 ) -> Result<CommitOutcome, StoreError> {
     let order = commit.order();
     // With a key, a savepoint lets a taken key or a conflict undo this
@@ -130,8 +132,9 @@ async fn commit_one(
     let data = Json(commit.snapshot.json());
     let written = match commit.expected {
         None => sqlx::query(
-            "INSERT INTO orders (id, customer_id, status, version, created_at, updated_at, data)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
+            "INSERT INTO orders
+                 (id, customer_id, status, version, created_at, updated_at, data, store_id, store_seq)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
              ON CONFLICT (id) DO NOTHING",
         )
         .bind(order.id.as_str())
@@ -141,11 +144,14 @@ async fn commit_one(
         .bind(at(order.created_at))
         .bind(at(order.updated_at))
         .bind(data)
+        .bind(order.store_id().map(StoreId::as_str))
+        .bind(store_seq.map(seq_to_db))
         .execute(&mut **tx)
         .await?
         .rows_affected(),
         Some(expected) => sqlx::query(
-            "UPDATE orders SET status = $1, version = $2, updated_at = $3, data = $4
+            "UPDATE orders SET status = $1, version = $2, updated_at = $3, data = $4,
+                 store_id = $7, store_seq = $8
              WHERE id = $5 AND version = $6",
         )
         .bind(order.status.as_str())
@@ -154,6 +160,8 @@ async fn commit_one(
         .bind(data)
         .bind(order.id.as_str())
         .bind(version_to_db(expected))
+        .bind(order.store_id().map(StoreId::as_str))
+        .bind(store_seq.map(seq_to_db))
         .execute(&mut **tx)
         .await?
         .rows_affected(),
@@ -248,21 +256,29 @@ fn event_from_row(row: &PgRow) -> Result<Event, StoreError> {
 impl OrderStore for PostgresStore {
     async fn commit(&self, batch: &[Commit]) -> Result<Vec<CommitOutcome>, StoreError> {
         let mut tx = self.pool.begin().await?;
+        let mut seqs = StoreSeqs::default();
+        for (store, count) in store_counts(batch) {
+            let last: i64 = sqlx::query_scalar(
+                "INSERT INTO store_feeds (store_id, seq) VALUES ($1, $2)
+                 ON CONFLICT (store_id) DO UPDATE SET seq = store_feeds.seq + excluded.seq
+                 RETURNING seq",
+            )
+            .bind(store.as_str())
+            .bind(seq_to_db(count))
+            .fetch_one(&mut *tx)
+            .await?;
+            seqs.reserved(store, seq_from_db(last)?, count);
+        }
         let mut poisoned = Poisoned::default();
         let mut outcomes = Vec::with_capacity(batch.len());
         let mut hints = Vec::with_capacity(batch.len());
         for commit in batch {
+            let seq = seqs.take(commit);
             let outcome = poisoned
-                .outcome_of(commit, commit_one(&mut tx, commit))
+                .outcome_of(commit, commit_one(&mut tx, commit, seq))
                 .await?;
             if outcome == CommitOutcome::Committed {
-                hints.push(
-                    Hint {
-                        order_id: commit.order().id.clone(),
-                        version: commit.order().version,
-                    }
-                    .payload(),
-                );
+                hints.push(Hint::of(commit.order()).payload());
             }
             outcomes.push(outcome);
         }
@@ -320,6 +336,49 @@ impl OrderStore for PostgresStore {
         .iter()
         .map(event_from_row)
         .collect()
+    }
+
+    async fn store_feed(
+        &self,
+        store: &StoreId,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<StoreFeedPage, StoreError> {
+        let head: Option<i64> =
+            sqlx::query_scalar("SELECT seq FROM store_feeds WHERE store_id = $1")
+                .bind(store.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
+        let rows: Vec<(i64, Json<Order>)> = match after {
+            Some(after) => {
+                sqlx::query_as(
+                    "SELECT store_seq, data FROM orders WHERE store_id = $1 AND store_seq > $2
+                     ORDER BY store_seq LIMIT $3",
+                )
+                .bind(store.as_str())
+                .bind(seq_to_db(after))
+                .bind(limit_to_db(limit))
+                .fetch_all(&self.pool)
+                .await?
+            }
+            None => {
+                sqlx::query_as(&format!(
+                    "SELECT store_seq, data FROM orders
+                     WHERE store_id = $1 AND status NOT IN ({FINAL_STATUSES_SQL})
+                     ORDER BY store_seq LIMIT $2"
+                ))
+                .bind(store.as_str())
+                .bind(limit_to_db(limit))
+                .fetch_all(&self.pool)
+                .await?
+            }
+        };
+        feed_page(
+            head,
+            rows.into_iter()
+                .map(|(seq, Json(order))| (seq, order))
+                .collect(),
+        )
     }
 
     async fn count_by_status(&self) -> Result<BTreeMap<OrderStatus, u64>, StoreError> {

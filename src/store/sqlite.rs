@@ -13,11 +13,12 @@ use sqlx::sqlite::{
 use sqlx::{Row, Sqlite, SqlitePool, Transaction};
 
 use super::{
-    counts_by_status, limit_to_db, metadata_from_json, order_from_json, parse_stored,
-    version_from_db, version_to_db, BackgroundRun, Commit, CommitOutcome, IdempotencyRecord,
-    OrderStore, Poisoned, RequestRecord, RunClaim, StoreError, StoredAnswer,
+    counts_by_status, feed_page, limit_to_db, metadata_from_json, order_from_json, parse_stored,
+    seq_from_db, seq_to_db, store_counts, version_from_db, version_to_db, BackgroundRun, Commit,
+    CommitOutcome, IdempotencyRecord, OrderStore, Poisoned, RequestRecord, RunClaim, StoreError,
+    StoreFeedPage, StoreSeqs, StoredAnswer, FINAL_STATUSES_SQL,
 };
-use crate::domain::{Attribution, Event, Order, OrderId, OrderStatus, Timestamp, Version};
+use crate::domain::{Attribution, Event, Order, OrderId, OrderStatus, StoreId, Timestamp, Version};
 
 /// How long a statement waits for the file's write lock (another process,
 /// a backup) before failing.
@@ -87,6 +88,7 @@ async fn save_key<'e>(
 async fn commit_one(
     tx: &mut Transaction<'_, Sqlite>,
     commit: &Commit,
+    store_seq: Option<u64>,
 ) -> Result<CommitOutcome, StoreError> {
     let order = commit.order();
     // With a key, a savepoint lets a taken key or a conflict undo this
@@ -100,8 +102,9 @@ async fn commit_one(
     }
     let written = match commit.expected {
         None => sqlx::query(
-            "INSERT INTO orders (id, customer_id, status, version, created_at, updated_at, data)
-             VALUES (?, ?, ?, ?, ?, ?, ?)
+            "INSERT INTO orders
+                 (id, customer_id, status, version, created_at, updated_at, data, store_id, store_seq)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
              ON CONFLICT (id) DO NOTHING",
         )
         .bind(order.id.as_str())
@@ -111,17 +114,22 @@ async fn commit_one(
         .bind(order.created_at.to_string())
         .bind(order.updated_at.to_string())
         .bind(commit.snapshot.json().get())
+        .bind(order.store_id().map(StoreId::as_str))
+        .bind(store_seq.map(seq_to_db))
         .execute(&mut **tx)
         .await?
         .rows_affected(),
         Some(expected) => sqlx::query(
-            "UPDATE orders SET status = ?, version = ?, updated_at = ?, data = ?
+            "UPDATE orders SET status = ?, version = ?, updated_at = ?, data = ?,
+                 store_id = ?, store_seq = ?
              WHERE id = ? AND version = ?",
         )
         .bind(order.status.as_str())
         .bind(version_to_db(order.version))
         .bind(order.updated_at.to_string())
         .bind(commit.snapshot.json().get())
+        .bind(order.store_id().map(StoreId::as_str))
+        .bind(store_seq.map(seq_to_db))
         .bind(order.id.as_str())
         .bind(version_to_db(expected))
         .execute(&mut **tx)
@@ -218,12 +226,26 @@ impl OrderStore for SqliteStore {
         // IMMEDIATE takes the write lock up front, so the transaction never
         // has to upgrade a read lock (which can fail with SQLITE_BUSY).
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut seqs = StoreSeqs::default();
+        for (store, count) in store_counts(batch) {
+            let last: i64 = sqlx::query_scalar(
+                "INSERT INTO store_feeds (store_id, seq) VALUES (?, ?)
+                 ON CONFLICT (store_id) DO UPDATE SET seq = store_feeds.seq + excluded.seq
+                 RETURNING seq",
+            )
+            .bind(store.as_str())
+            .bind(seq_to_db(count))
+            .fetch_one(&mut *tx)
+            .await?;
+            seqs.reserved(store, seq_from_db(last)?, count);
+        }
         let mut poisoned = Poisoned::default();
         let mut outcomes = Vec::with_capacity(batch.len());
         for commit in batch {
+            let seq = seqs.take(commit);
             outcomes.push(
                 poisoned
-                    .outcome_of(commit, commit_one(&mut tx, commit))
+                    .outcome_of(commit, commit_one(&mut tx, commit, seq))
                     .await?,
             );
         }
@@ -267,6 +289,48 @@ impl OrderStore for SqliteStore {
         .iter()
         .map(event_from_row)
         .collect()
+    }
+
+    async fn store_feed(
+        &self,
+        store: &StoreId,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<StoreFeedPage, StoreError> {
+        let head: Option<i64> =
+            sqlx::query_scalar("SELECT seq FROM store_feeds WHERE store_id = ?")
+                .bind(store.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
+        let rows: Vec<(i64, String)> = match after {
+            Some(after) => {
+                sqlx::query_as(
+                    "SELECT store_seq, data FROM orders WHERE store_id = ? AND store_seq > ?
+                     ORDER BY store_seq LIMIT ?",
+                )
+                .bind(store.as_str())
+                .bind(seq_to_db(after))
+                .bind(limit_to_db(limit))
+                .fetch_all(&self.pool)
+                .await?
+            }
+            None => {
+                sqlx::query_as(&format!(
+                    "SELECT store_seq, data FROM orders
+                     WHERE store_id = ? AND status NOT IN ({FINAL_STATUSES_SQL})
+                     ORDER BY store_seq LIMIT ?"
+                ))
+                .bind(store.as_str())
+                .bind(limit_to_db(limit))
+                .fetch_all(&self.pool)
+                .await?
+            }
+        };
+        let rows = rows
+            .into_iter()
+            .map(|(seq, data)| Ok((seq, order_from_json(&data)?)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        feed_page(head, rows)
     }
 
     async fn count_by_status(&self) -> Result<BTreeMap<OrderStatus, u64>, StoreError> {

@@ -28,10 +28,12 @@ use crate::domain::{poll, Cursor, OrderId, OrderSnapshot, Standing, Version};
 
 mod slot;
 mod stats;
+mod stores;
 
 use slot::ParkSlot;
 use stats::{Counters, Ending};
 pub use stats::{HubStats, OrderPollers, PollCounts};
+pub use stores::StoreWait;
 
 /// Default cap on polls parked on one order at once.
 pub const DEFAULT_MAX_POLLERS_PER_ORDER: usize = 10;
@@ -83,6 +85,8 @@ struct Shared {
     counters: Counters,
     /// Cancelled on shutdown: every parked poll answers at once.
     shutdown: CancellationToken,
+    /// The bells store feeds wait on.
+    bells: stores::Bells,
 }
 
 /// The notification channel of one order.
@@ -132,6 +136,7 @@ impl Hub {
                 parks: AtomicU64::new(0),
                 counters: Counters::default(),
                 shutdown,
+                bells: stores::Bells::default(),
             }),
         }
     }
@@ -148,15 +153,24 @@ impl Hub {
     pub fn publish(&self, snapshot: Arc<OrderSnapshot>) -> bool {
         let id = &snapshot.order().id;
         let now = self.shared.millis();
+        let mut created = false;
         let channel = match self.shared.channels.get(id) {
             Some(channel) => Arc::clone(&channel),
             None => {
                 let entry = self.shared.channels.entry(id.clone());
-                let channel =
-                    entry.or_insert_with(|| Arc::new(Channel::new(Arc::clone(&snapshot), now)));
+                let channel = entry.or_insert_with(|| {
+                    created = true;
+                    Arc::new(Channel::new(Arc::clone(&snapshot), now))
+                });
                 Arc::clone(&channel)
             }
         };
+        // A new order (or one read back) is news to its store's feed.
+        if let Some(store) = snapshot.order().store_id() {
+            if created {
+                self.ring(store);
+            }
+        }
         channel.touched.fetch_max(now, Ordering::Relaxed);
         let taken = channel.tx.send_if_modified(|current| {
             if snapshot.version() > current.version() {
@@ -171,6 +185,9 @@ impl Hub {
                 .counters
                 .published
                 .fetch_add(1, Ordering::Relaxed);
+            if let Some(store) = channel.tx.borrow().order().store_id() {
+                self.ring(store);
+            }
         }
         taken
     }

@@ -20,7 +20,7 @@ pub(super) struct ParkSlot<'a> {
 }
 
 /// Takes one unit of `counter` if it is below `limit`.
-fn take(counter: &AtomicUsize, limit: usize) -> bool {
+pub(super) fn take(counter: &AtomicUsize, limit: usize) -> bool {
     counter
         .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
             (n < limit).then_some(n + 1)

@@ -562,3 +562,39 @@ async fn an_order_request_is_followed_through_any_instance() {
     let (_, processor) = c.get_json("/api/v1/processor/tracking/REQ1").await;
     assert_eq!(processor["state"], "processing", "{processor}");
 }
+
+#[tokio::test]
+async fn a_store_tablet_on_one_instance_wakes_for_an_order_created_on_another() {
+    let Some((_db, apps)) = pg_cluster("store_feed_cluster", 2, Duration::from_secs(60)).await
+    else {
+        return;
+    };
+    let (_, first) = apps[0].get_json("/tracking/store/s-9/orders").await;
+    let cursor = first["cursor"].as_u64().unwrap();
+    let client = apps[0].client.clone();
+    let url = apps[0].url(&format!(
+        "/tracking/store/s-9/orders?after={cursor}&timeout=60"
+    ));
+    let parked = tokio::spawn(async move {
+        crate::helpers::json_of(client.get(url).send().await.unwrap()).await
+    });
+    apps[0].wait_parked(1).await;
+    let (status, _) = apps[1]
+        .post_json(
+            "/tracking/orders/x-1/init",
+            &json!({"store_id": "s-9", "customer_id": "c", "delivery_provider": "doordash"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    // The sweep is a minute away: only the notification can wake it.
+    let (status, woken) = tokio::time::timeout(Duration::from_secs(10), parked)
+        .await
+        .expect("the tablet on the other instance wakes")
+        .unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(woken["orders"][0]["id"], json!("x-1"));
+    assert_eq!(
+        woken["orders"][0]["tracking_status"],
+        json!("store_notified")
+    );
+}

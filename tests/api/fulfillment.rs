@@ -55,6 +55,12 @@ async fn one_order_walks_the_whole_seed_003_flow_and_wakes_its_poller_at_every_s
         json!({"driver_id": "drv-1", "name": "Sam", "phone": "+1-555-0100", "vehicle_type": "car"});
     let steps: Vec<(&str, &str, Value, &str)> = vec![
         (
+            "GET",
+            "/tracking/store/store-1/orders",
+            Value::Null,
+            "store_notified",
+        ),
+        (
             "POST",
             "/tracking/store/store-1/acknowledge",
             json!({"order_id": "g-1", "estimated_ready_time": "2030-01-01T10:00:00Z"}),
@@ -115,6 +121,7 @@ async fn one_order_walks_the_whole_seed_003_flow_and_wakes_its_poller_at_every_s
         app.wait_parked(1).await;
         let mut request = match method {
             "PUT" => app.client.put(app.url(path)),
+            "GET" => app.client.get(app.url(path)),
             _ => app.client.post(app.url(path)),
         };
         if !body.is_null() {
@@ -122,7 +129,16 @@ async fn one_order_walks_the_whole_seed_003_flow_and_wakes_its_poller_at_every_s
         }
         let (status, answer) = crate::helpers::json_of(request.send().await.unwrap()).await;
         assert_eq!(status, StatusCode::OK, "{path}: {answer}");
-        assert_eq!(answer["data"]["current_status"], json!(fine), "{path}");
+        if method == "GET" {
+            // The store's feed delivered it: the store is notified.
+            assert_eq!(
+                answer["orders"][0]["tracking_status"],
+                json!(fine),
+                "{answer}"
+            );
+        } else {
+            assert_eq!(answer["data"]["current_status"], json!(fine), "{path}");
+        }
         let (status, woken, _) = tokio::time::timeout(PROMPTLY, poll)
             .await
             .expect("the customer's poll wakes")
@@ -164,6 +180,7 @@ async fn one_order_walks_the_whole_seed_003_flow_and_wakes_its_poller_at_every_s
         statuses,
         [
             "submitted",
+            "store_notified",
             "store_acknowledged",
             "picking_in_progress",
             "substitutions_needed",
@@ -182,6 +199,7 @@ async fn one_order_walks_the_whole_seed_003_flow_and_wakes_its_poller_at_every_s
     assert_eq!(
         by,
         [
+            "store-feed",
             "store:store-1",
             "store:store-1",
             "store:store-1",
@@ -195,10 +213,11 @@ async fn one_order_walks_the_whole_seed_003_flow_and_wakes_its_poller_at_every_s
     );
     // The seed 004 history says the same.
     let (_, page) = app.get_json("/api/v1/orders/g-1/history").await;
-    assert_eq!(page["data"].as_array().unwrap().len(), 10);
-    assert_eq!(page["data"][3]["kind"], json!("substitution_proposed"));
+    assert_eq!(page["data"].as_array().unwrap().len(), 11);
+    assert_eq!(page["data"][1]["kind"], json!("store_notified"));
+    assert_eq!(page["data"][4]["kind"], json!("substitution_proposed"));
     assert_eq!(
-        page["data"][3]["tracking_status"],
+        page["data"][4]["tracking_status"],
         json!("substitutions_needed")
     );
 }
@@ -541,4 +560,88 @@ async fn an_init_retried_with_its_idempotency_key_replays_the_first_answer() {
     assert_eq!(answers[1].0, StatusCode::CREATED);
     assert!(answers[1].1, "the retry is marked as a replay");
     assert_eq!(answers[0].2, answers[1].2);
+}
+
+#[tokio::test]
+async fn a_store_tablet_waits_for_its_new_orders_and_they_become_notified() {
+    let app = spawn_app().await;
+    // A fresh tablet: no live orders yet, and a cursor to follow from.
+    let (status, first) = app.get_json("/tracking/store/store-1/orders").await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    assert_eq!(first["orders"], json!([]));
+    let cursor = first["cursor"].as_u64().unwrap();
+    let client = app.client.clone();
+    let url = app.url(&format!(
+        "/tracking/store/store-1/orders?after={cursor}&timeout=60"
+    ));
+    let parked = tokio::spawn(async move {
+        crate::helpers::json_of(client.get(url).send().await.unwrap()).await
+    });
+    app.wait_parked(1).await;
+    // Another store's order does not wake it; its own does.
+    let (status, _) = app
+        .post_json(
+            "/tracking/orders/other-1/init",
+            &json!({"store_id": "store-2", "customer_id": "c", "delivery_provider": "internal"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    init(&app, "g-10").await;
+    let (status, woken) = tokio::time::timeout(PROMPTLY, parked)
+        .await
+        .expect("the tablet wakes")
+        .unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(woken["has_update"], json!(true));
+    let orders = woken["orders"].as_array().unwrap();
+    assert_eq!(orders.len(), 1, "{woken}");
+    assert_eq!(orders[0]["id"], json!("g-10"));
+    assert_eq!(orders[0]["tracking_status"], json!("store_notified"));
+    assert_eq!(orders[0]["version"], json!(2));
+    // Following from the new cursor: nothing new, a quiet answer.
+    let next = woken["cursor"].as_u64().unwrap();
+    assert!(next > cursor);
+    let (_, quiet) = app
+        .get_json(&format!(
+            "/tracking/store/store-1/orders?after={next}&timeout=0"
+        ))
+        .await;
+    assert_eq!(quiet["has_update"], json!(false));
+    assert_eq!(quiet["cursor"], json!(next));
+    // A change to the order comes through the feed again.
+    ok(
+        &app,
+        "/tracking/store/store-1/acknowledge",
+        json!({"order_id": "g-10"}),
+    )
+    .await;
+    let (_, changed) = app
+        .get_json(&format!(
+            "/tracking/store/store-1/orders?after={next}&timeout=0"
+        ))
+        .await;
+    assert_eq!(
+        changed["orders"][0]["tracking_status"],
+        json!("store_acknowledged")
+    );
+    // The customer saw the notification as a version of its own.
+    let (_, history) = app.get_json("/api/v1/orders/g-10/history").await;
+    assert_eq!(history["data"][1]["kind"], json!("store_notified"));
+    assert_eq!(history["data"][1]["updated_by"], json!("store-feed"));
+    // The other store's tablet lists only its order.
+    let (_, other) = app.get_json("/tracking/store/store-2/orders").await;
+    let ids: Vec<&str> = other["orders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["other-1"]);
+    // Bad parameters.
+    for query in ["?after=x", "?limit=0", "?limit=501", "?timeout=soon"] {
+        let (status, body) = app
+            .get_json(&format!("/tracking/store/store-1/orders{query}"))
+            .await;
+        assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_parameter");
+    }
 }

@@ -9,6 +9,7 @@ mod durability;
 mod helpers;
 mod history;
 mod idempotency;
+mod location;
 mod orders;
 mod request_restart;
 mod request_streams;

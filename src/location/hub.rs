@@ -14,8 +14,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dashmap::DashMap;
+use serde::Serialize;
 use tokio::sync::watch;
 use tokio::time::Instant;
+use utoipa::ToSchema;
 
 use crate::domain::{Fix, Location, OrderId, Seq};
 use crate::tracking::{Counters, Hub, PollCounts, PollError};
@@ -53,6 +55,17 @@ pub(super) struct Channel {
     /// accepted it). A channel holding a newer fix is never evicted, so the
     /// sequence cannot restart below a fix still waiting to be written.
     saved: AtomicU64,
+}
+
+/// The live-location figures `/system/stats` shows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct LocationStats {
+    /// Orders whose latest fix is held in memory now: watched, recently
+    /// reported, or not yet saved.
+    pub orders_cached: usize,
+    /// What happened to the live-location polls served since start (their
+    /// parked ones count in `long_polls.parked_now`).
+    pub polls: PollCounts,
 }
 
 /// How a live-location poll ended.
@@ -242,6 +255,14 @@ impl LocationHub {
     /// What happened to the live-location polls served so far.
     pub fn poll_counts(&self) -> PollCounts {
         self.shared.counters.snapshot()
+    }
+
+    /// The figures `/system/stats` shows.
+    pub fn stats(&self) -> LocationStats {
+        LocationStats {
+            orders_cached: self.cached(),
+            polls: self.poll_counts(),
+        }
     }
 
     /// Polls parked on the order's location now.

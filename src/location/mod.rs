@@ -39,7 +39,7 @@ use crate::tracking::PollError;
 mod hub;
 mod persist;
 
-pub use hub::{LocationHub, LocationOutcome};
+pub use hub::{LocationHub, LocationOutcome, LocationStats};
 pub use persist::DEFAULT_WRITE_INTERVAL;
 
 use persist::Persister;

@@ -125,7 +125,8 @@ pub struct OrderPollers {
 /// The hub's live figures.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct HubStats {
-    /// Polls parked right now.
+    /// Polls parked right now, of both kinds: status (`/track`) and live
+    /// location. The global cap counts them together.
     pub parked_now: usize,
     /// Orders with the most parked polls, busiest first.
     pub busiest_orders: Vec<OrderPollers>,

@@ -306,6 +306,16 @@ async fn live_location_polls_share_the_caps_and_answer_on_shutdown() {
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(response.headers()["retry-after"], "7");
 
+    let stats = app.stats().await;
+    let polls = &stats["live_locations"]["polls"];
+    assert_eq!(polls["rejected_per_order_cap"], json!(1), "{stats}");
+    assert_eq!(polls["rejected_global_cap"], json!(1), "{stats}");
+    assert_eq!(
+        stats["long_polls"]["polls"]["rejections"],
+        json!(0),
+        "status polls count their own"
+    );
+
     app.begin_shutdown();
     let (status, body, _) = tokio::time::timeout(PROMPTLY, parked)
         .await

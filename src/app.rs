@@ -10,6 +10,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::api::{self, App, AppState};
 use crate::config::{Config, ConfigError};
+use crate::location::LocationService;
 use crate::orders::{Clock, Instance, OrderService, ServiceError};
 use crate::requests::{InProcessLink, Processor, Requestor};
 use crate::serve;
@@ -78,7 +79,16 @@ impl Parts {
             id: config.instance_id(),
             lease_ttl: config.lease_ttl,
         };
-        let service = OrderService::new(store, hub, policy, timeouts, clock, instance);
+        let service = OrderService::new(Arc::clone(&store), hub, policy, timeouts, clock, instance);
+        // Before the feed starts: it hands other instances' fixes to it.
+        let locations = LocationService::start(
+            service.clone(),
+            store,
+            config.location_write_interval,
+            config.idle_eviction(),
+            &tracker,
+            shutdown.clone(),
+        );
         service
             .start_feed(config.sweep_interval, shutdown.clone())
             .await?;
@@ -124,6 +134,7 @@ impl Parts {
 
         let app = api::app(AppState {
             service: service.clone(),
+            locations,
             simulator,
             requestor: requestor.clone(),
             processor,

@@ -133,6 +133,13 @@ pub struct Config {
     #[arg(long, env = "ORDER_TRACKER_LEASE_TTL", default_value = "15", value_parser = parse_seconds)]
     pub lease_ttl: Duration,
 
+    /// Least seconds between two writes of one order's driver location
+    /// (fractions allowed). Fixes in between only update memory; the latest
+    /// is written when the interval ends, and everything pending on
+    /// shutdown.
+    #[arg(long, env = "ORDER_TRACKER_LOCATION_WRITE_INTERVAL", default_value = "5", value_parser = parse_seconds)]
+    pub location_write_interval: Duration,
+
     /// Pending-connection queue length of the listening socket.
     #[arg(long, env = "ORDER_TRACKER_LISTEN_BACKLOG", default_value_t = DEFAULT_LISTEN_BACKLOG)]
     pub listen_backlog: u32,
@@ -271,6 +278,7 @@ mod tests {
         assert_eq!(config.policy().unwrap(), PollPolicy::default());
         assert!(!config.no_sample_orders);
         assert_eq!(config.processing_speed, TimeScale::REAL_TIME);
+        assert_eq!(config.location_write_interval, Duration::from_secs(5));
         assert_eq!(
             config
                 .policy()

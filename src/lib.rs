@@ -28,6 +28,9 @@
 //! - [`orders`]: the service and its writer task, the one write path;
 //!   idempotency keys and `If-Match`; the change feed from other instances
 //!   and the leases on background work.
+//! - [`location`]: live driver location, an order's second channel: fixes
+//!   wake their own long polls (never `/track`'s), are saved throttled,
+//!   and reach other instances by `NOTIFY`.
 //! - [`store`]: the `OrderStore` trait and its SQLite, PostgreSQL and
 //!   in-memory implementations: orders and their events, idempotency keys,
 //!   running background work, the order-request records.
@@ -45,6 +48,7 @@ pub mod api;
 pub mod app;
 pub mod config;
 pub mod domain;
+pub mod location;
 pub mod orders;
 pub mod requests;
 pub mod serve;

@@ -5,7 +5,7 @@ use axum::Router;
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
-use super::{fulfillment, orders, processor, requests, simulate, system, track};
+use super::{fulfillment, location, orders, processor, requests, simulate, system, track};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -29,6 +29,8 @@ as restaurant, or `expired`. Requestor and processor records (requests, notes, s
         orders::update_status,
         orders::history,
         track::track_order,
+        location::report,
+        location::live_location,
         simulate::start_simulation,
         simulate::cancel_simulation,
         requests::initiate,
@@ -62,6 +64,7 @@ as restaurant, or `expired`. Requestor and processor records (requests, notes, s
     components(schemas(crate::domain::Order, crate::domain::OrderStatus, super::error::ErrorBody)),
     tags(
         (name = "tracking", description = "Customer long polling"),
+        (name = "live location", description = "Drivers report their position while delivering; customers long-poll it on a channel of its own, apart from status changes"),
         (name = "orders", description = "Creating orders and changing their status (restaurants, drivers)"),
         (name = "simulation", description = "Driving orders along the standard timeline, for demos and tests"),
         (name = "order requests", description = "The requestor: initiating order requests, follow-ups, stopping processing, tracking diagnostics"),

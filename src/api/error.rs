@@ -9,9 +9,11 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::domain::lifecycle::LifecycleError;
+use crate::domain::location::NotLocatable;
 use crate::domain::status::UnknownStatus;
 use crate::domain::workflow::BadSpeed;
 use crate::domain::ChangeError;
+use crate::location::LocationError;
 use crate::orders::ServiceError;
 use crate::requests::transport::ProcessorError;
 use crate::requests::RequestError;
@@ -42,6 +44,8 @@ pub enum ApiError {
     Busy { error: PollError, retry_after: u64 },
     #[error(transparent)]
     Service(#[from] ServiceError),
+    #[error(transparent)]
+    Location(#[from] LocationError),
     #[error(transparent)]
     Simulation(#[from] SimError),
     #[error(transparent)]
@@ -104,6 +108,7 @@ impl ApiError {
                 service_status(err)
             }
             ApiError::Simulation(SimError::NotRunning(_)) => StatusCode::NOT_FOUND,
+            ApiError::Location(err) => location_status(err),
             ApiError::Request(err) => request_status(err),
             ApiError::Processor(ProcessorError::UnknownRequest(_)) => StatusCode::NOT_FOUND,
             ApiError::Processor(ProcessorError::SellerDirectory(_)) => StatusCode::BAD_GATEWAY,
@@ -137,6 +142,7 @@ impl ApiError {
                 service_code(err)
             }
             ApiError::Simulation(SimError::NotRunning(_)) => "simulation_not_running",
+            ApiError::Location(err) => location_code(err),
             ApiError::Request(err) => request_code(err),
             ApiError::Processor(ProcessorError::UnknownRequest(_)) => "request_not_found",
             ApiError::Processor(ProcessorError::SellerDirectory(_)) => "processor_error",
@@ -206,6 +212,29 @@ fn service_code(err: &ServiceError) -> &'static str {
         | ServiceError::Store(_)
         | ServiceError::KeyTaken => "internal_error",
         ServiceError::Stopping => "shutting_down",
+    }
+}
+
+fn location_status(err: &LocationError) -> StatusCode {
+    match err {
+        LocationError::Service(err) => service_status(err),
+        LocationError::NotLocatable(_) => StatusCode::CONFLICT,
+        LocationError::Invalid(_) => StatusCode::BAD_REQUEST,
+        LocationError::Poll(err) => service_status(&ServiceError::Poll(err.clone())),
+        LocationError::Store(StoreError::Backend(_)) => StatusCode::SERVICE_UNAVAILABLE,
+        LocationError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+fn location_code(err: &LocationError) -> &'static str {
+    match err {
+        LocationError::Service(err) => service_code(err),
+        LocationError::NotLocatable(NotLocatable::NoDriver(_)) => "no_driver_assigned",
+        LocationError::NotLocatable(NotLocatable::Final { .. }) => "order_final",
+        LocationError::Invalid(_) => "validation_failed",
+        LocationError::Poll(err) => service_code(&ServiceError::Poll(err.clone())),
+        LocationError::Store(StoreError::Backend(_)) => "storage_unavailable",
+        LocationError::Store(_) => "internal_error",
     }
 }
 

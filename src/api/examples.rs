@@ -10,6 +10,7 @@ use crate::domain::{
     NewOrder, NewOrderInput, Order, OrderChange, OrderSnapshot, OrderStatus, PollPolicy, TimeScale,
     Timestamp,
 };
+use crate::location::LocationStats;
 use crate::orders::FeedStats;
 use crate::requests::requestor::{RequestStats, StreamEndings};
 use crate::tracking::{HubStats, OrderPollers, PollCounts};
@@ -157,6 +158,21 @@ pub fn stats_response() -> Value {
                 },
                 status_updates_published: 95,
                 orders_cached: 3,
+            },
+            live_locations: LocationStats {
+                orders_cached: 1,
+                polls: PollCounts {
+                    served: 300,
+                    updates: 280,
+                    woken_by_change: 270,
+                    timeouts: 15,
+                    unchanged_immediate: 2,
+                    released_by_shutdown: 0,
+                    rejections: 0,
+                    rejected_per_order_cap: 0,
+                    rejected_global_cap: 0,
+                    disconnected: 3,
+                },
             },
             orders_total: 3,
             orders_by_status: OrderStatus::ALL

@@ -16,6 +16,7 @@ use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, Trace, TraceLayer};
 use tracing::Level;
 
 use crate::domain::Timestamp;
+use crate::location::LocationService;
 use crate::orders::OrderService;
 use crate::requests::{Processor, Requestor};
 use crate::sim::Simulator;
@@ -27,6 +28,7 @@ mod examples;
 mod extract;
 mod fulfillment;
 mod idempotent;
+mod location;
 mod orders;
 mod processor;
 mod requests;
@@ -41,6 +43,8 @@ use error::ApiError;
 pub struct AppState {
     /// The one write path and the reads.
     pub service: OrderService,
+    /// Live driver locations: reports and their long polls.
+    pub locations: LocationService,
     /// Workflow simulations.
     pub simulator: Simulator,
     /// Order requests: initiate, follow up, stop, tracking.
@@ -87,6 +91,7 @@ fn router(state: AppState) -> Router {
         .merge(orders::router())
         .merge(track::router())
         .merge(fulfillment::router())
+        .merge(location::router())
         .merge(simulate::router())
         .merge(requests::router())
         .merge(processor::router())

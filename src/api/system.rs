@@ -13,6 +13,7 @@ use utoipa::ToSchema;
 use super::error::{ApiError, ErrorBody, Result};
 use super::AppState;
 use crate::domain::{OrderStatus, Timestamp};
+use crate::location::LocationStats;
 use crate::orders::FeedStats;
 use crate::requests::requestor::RequestStats;
 use crate::tracking::HubStats;
@@ -99,6 +100,8 @@ pub struct SystemStats {
     pub uptime_seconds: u64,
     /// Parked polls now, the caps, and what happened to the polls served.
     pub long_polls: HubStats,
+    /// Live driver locations: orders held and how their polls ended.
+    pub live_locations: LocationStats,
     /// Orders known, in total.
     pub orders_total: u64,
     /// Orders in each status (every status listed, zeros included).
@@ -145,6 +148,7 @@ pub async fn stats(State(state): State<AppState>) -> Result<Json<StatsResponse>>
             started_at: state.started_at,
             uptime_seconds: state.started.elapsed().as_secs(),
             long_polls: state.service.hub().stats(state.stats_top_orders),
+            live_locations: state.locations.hub().stats(),
             orders_total: orders_by_status.values().sum(),
             orders_by_status,
             next_poll_intervals: state.service.policy().intervals().clone(),

@@ -7,6 +7,7 @@
 //!   order, and the commands that change them.
 //! - [`order`]: the order, its ids and money, and [`Order::apply`], the one
 //!   function that computes an order's next state.
+//! - [`location`]: a driver's GPS fix and which orders take one.
 //! - [`event`]: the immutable record of each accepted change.
 //! - [`snapshot`]: a version of an order as the notification path carries it.
 //! - [`poll`]: cursors, the timeout rule and the status → interval policy.
@@ -16,6 +17,7 @@
 pub mod event;
 pub mod fulfillment;
 pub mod lifecycle;
+pub mod location;
 pub mod order;
 pub mod poll;
 pub mod snapshot;
@@ -26,6 +28,7 @@ pub mod workflow;
 pub use event::{Attribution, BadAttribution, Event, EventKind};
 pub use fulfillment::{DeliveryProvider, Fulfill, Fulfillment, StoreId};
 pub use lifecycle::{Actor, TrackingStatus};
+pub use location::{Fix, Location, Seq};
 pub use order::{
     BadId, ChangeError, CustomerId, Money, NewItemInput, NewOrder, NewOrderInput, Order,
     OrderChange, OrderId, OrderItem, SellerSearch, ValidationError, Version,

@@ -10,10 +10,16 @@
 //! in place again, the feed compares every cached order with the store in
 //! one query and publishes whatever moved; and a slow safety sweep does the
 //! same all the time, which bounds the staleness a lost hint can cause.
+//!
+//! The same listener receives the driver locations other instances accept
+//! and hands them to whoever registered for them
+//! ([`OrderService::on_remote_locations`]: the live-location channel). A
+//! location lost with a connection is not caught up: the next fix, seconds
+//! later, supersedes it anyway.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -22,7 +28,10 @@ use utoipa::ToSchema;
 
 use super::OrderService;
 use crate::domain::{OrderId, OrderSnapshot, Version};
-use crate::store::{ChangeListener, Hint, StoreError};
+use crate::store::{ChangeListener, Hint, LocationNotice, StoreError};
+
+/// Takes the driver locations other instances announce.
+type LocationSink = Box<dyn Fn(Vec<LocationNotice>) + Send + Sync>;
 
 /// Default time between safety sweeps.
 pub const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(5);
@@ -32,8 +41,10 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// What the feed has done, for readiness and stats.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(super) struct FeedState {
+    /// Where other instances' driver locations go, once registered.
+    locations: OnceLock<LocationSink>,
     /// A feed runs: the store is shared with other instances.
     running: AtomicBool,
     /// The listening connection is up (and the catch-up after it was tried).
@@ -93,6 +104,17 @@ impl FeedState {
 }
 
 impl OrderService {
+    /// Hands the driver locations other instances announce to `sink`, from
+    /// the feed's listener (so register before [`OrderService::start_feed`]).
+    /// One sink per service: a second registration is ignored and returns
+    /// `false`. `sink` runs on the listener's task and must not block.
+    pub fn on_remote_locations(
+        &self,
+        sink: impl Fn(Vec<LocationNotice>) + Send + Sync + 'static,
+    ) -> bool {
+        self.inner.feed.locations.set(Box::new(sink)).is_ok()
+    }
+
     /// Starts following other instances' changes, if the store is shared:
     /// a listener task and a sweep every `sweep`, both until `shutdown`.
     /// Fails if the store cannot be listened to now.
@@ -184,7 +206,16 @@ async fn listen(
                 next = listener.next() => next,
             };
             match next {
-                Ok(hints) => service.wake(hints).await,
+                Ok(notices) => {
+                    if !notices.locations.is_empty() {
+                        if let Some(sink) = feed.locations.get() {
+                            sink(notices.locations);
+                        }
+                    }
+                    if !notices.hints.is_empty() {
+                        service.wake(notices.hints).await;
+                    }
+                }
                 Err(err) => {
                     tracing::warn!(instance_id = %service.instance_id(), error = %err, "change listener lost its connection; reopening it");
                     break;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use sqlx::{Connection, Executor, PgConnection};
 
 use super::*;
-use crate::domain::{Attribution, EventKind, NewOrder, OrderChange};
+use crate::domain::{Attribution, EventKind, Fix, NewOrder, OrderChange};
 
 /// A store for one test, and what must outlive it.
 struct Fixture {
@@ -135,6 +135,8 @@ contract!(
     request_records_are_replaced_and_keep_their_place,
     whole_answers_are_stored_alone_or_with_a_request_record,
     a_stores_feed_numbers_its_orders_changes_in_commit_order,
+    driver_locations_keep_the_newest_fix_and_survive_reopening,
+    driver_locations_are_announced_to_listeners,
 );
 
 fn t(s: &str) -> Timestamp {
@@ -841,5 +843,130 @@ async fn a_stores_feed_numbers_its_orders_changes_in_commit_order(
         .await
         .unwrap();
     assert_eq!(other.orders, [(1, c)]);
+    f
+}
+
+fn location(at: &str, seq: u64, accuracy: Option<f64>) -> Location {
+    Location {
+        fix: Fix {
+            latitude: 40.712_776,
+            longitude: -74.005_974,
+            accuracy,
+            at: t(at),
+        },
+        seq: Seq(seq),
+    }
+}
+
+async fn driver_locations_keep_the_newest_fix_and_survive_reopening(
+    store: Arc<dyn OrderStore>,
+    f: Fixture,
+) -> Fixture {
+    let (a, b) = (new_order("a"), new_order("b"));
+    store.commit(&[create(&a), create(&b)]).await.unwrap();
+    assert_eq!(store.location(&a.id).await.unwrap(), None);
+    let a1 = location("2025-01-12T20:40:00.123456Z", 1, Some(8.5));
+    let b5 = location("2025-01-12T20:40:00Z", 5, None);
+    store
+        .save_locations(&[(a.id.clone(), a1), (b.id.clone(), b5)])
+        .await
+        .unwrap();
+    assert_eq!(store.location(&a.id).await.unwrap(), Some(a1));
+    assert_eq!(store.location(&b.id).await.unwrap(), Some(b5));
+
+    // Older or as old: skipped, whatever its seq.
+    let stale = [
+        (a.id.clone(), location("2025-01-12T20:39:00Z", 9, None)),
+        (
+            a.id.clone(),
+            location("2025-01-12T20:40:00.123456Z", 2, None),
+        ),
+    ];
+    for write in stale {
+        store.save_locations(&[write]).await.unwrap();
+    }
+    assert_eq!(store.location(&a.id).await.unwrap(), Some(a1));
+
+    // Several fixes of one order in one write: the newest is kept.
+    let a3 = location("2025-01-12T20:40:30Z", 3, Some(0.0));
+    store
+        .save_locations(&[
+            (a.id.clone(), a3),
+            (a.id.clone(), location("2025-01-12T20:40:20Z", 2, None)),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(store.location(&a.id).await.unwrap(), Some(a3));
+    store.save_locations(&[]).await.unwrap();
+
+    let reopened = f.reopen().await;
+    if store.backend() != "memory" {
+        assert_eq!(reopened.location(&a.id).await.unwrap(), Some(a3));
+        assert_eq!(reopened.location(&b.id).await.unwrap(), Some(b5));
+    }
+    drop(reopened);
+    f
+}
+
+async fn driver_locations_are_announced_to_listeners(
+    store: Arc<dyn OrderStore>,
+    f: Fixture,
+) -> Fixture {
+    let order = new_order("a");
+    store.commit(&[create(&order)]).await.unwrap();
+    let fix = location("2025-01-12T20:40:00.5Z", 4, Some(3.0));
+    let Some(mut listener) = store.listen().await.unwrap() else {
+        // One process owns the store: announcing is a no-op.
+        store
+            .announce_locations(&[(order.id.clone(), fix)])
+            .await
+            .unwrap();
+        return f;
+    };
+    store
+        .announce_locations(&[(order.id.clone(), fix)])
+        .await
+        .unwrap();
+    let (_, next) = order
+        .apply(
+            &OrderChange::SetStatus(OrderStatus::Preparing),
+            order.updated_at,
+        )
+        .map(|next| {
+            let next = next.unwrap();
+            let commit = Commit {
+                snapshot: Arc::new(OrderSnapshot::new(next.clone())),
+                expected: Some(order.version),
+                event: Event::for_order(
+                    &next,
+                    EventKind::StatusChanged,
+                    Attribution::default(),
+                    None,
+                ),
+                idempotency: None,
+            };
+            (next, commit)
+        })
+        .unwrap();
+    store.commit(&[next]).await.unwrap();
+    let mut notices = Notices::default();
+    while notices.locations.is_empty() || notices.hints.is_empty() {
+        let more = tokio::time::timeout(std::time::Duration::from_secs(10), listener.next())
+            .await
+            .expect("notices arrive")
+            .unwrap();
+        notices.locations.extend(more.locations);
+        notices.hints.extend(more.hints);
+    }
+    assert_eq!(
+        notices.locations,
+        [LocationNotice {
+            order_id: order.id.clone(),
+            location: fix,
+        }]
+    );
+    assert_eq!(notices.hints[0].version, Version(2));
+    // Nothing was written: a location is saved only by `save_locations`.
+    assert_eq!(store.location(&order.id).await.unwrap(), None);
     f
 }

@@ -2,7 +2,7 @@
 //! stop a writer mid-commit, lose a commit's answer, or refuse writes.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 use tokio::sync::Notify;
@@ -11,7 +11,7 @@ use super::{
     BackgroundRun, Commit, CommitOutcome, IdempotencyRecord, MemoryStore, OrderStore,
     RequestRecord, RunClaim, StoreError,
 };
-use crate::domain::{Event, Order, OrderId, OrderStatus, Timestamp, Version};
+use crate::domain::{Event, Location, Order, OrderId, OrderStatus, Timestamp, Version};
 
 #[derive(Default)]
 pub(crate) struct FaultyStore {
@@ -26,6 +26,10 @@ pub(crate) struct FaultyStore {
     pub lose_ack: AtomicBool,
     /// Order-request record writes fail, as on a full disk.
     pub refuse_records: AtomicBool,
+    /// Driver location writes so far (calls, each one transaction).
+    pub location_writes: AtomicUsize,
+    /// Driver location writes fail, as with the database away.
+    pub refuse_locations: AtomicBool,
 }
 
 #[async_trait]
@@ -116,6 +120,16 @@ impl OrderStore for FaultyStore {
     }
     async fn request_records(&self, side: &str) -> Result<Vec<RequestRecord>, StoreError> {
         self.inner.request_records(side).await
+    }
+    async fn save_locations(&self, locations: &[(OrderId, Location)]) -> Result<(), StoreError> {
+        if self.refuse_locations.load(Ordering::SeqCst) {
+            return Err(StoreError::Backend("the database is away".into()));
+        }
+        self.location_writes.fetch_add(1, Ordering::SeqCst);
+        self.inner.save_locations(locations).await
+    }
+    async fn location(&self, id: &OrderId) -> Result<Option<Location>, StoreError> {
+        self.inner.location(id).await
     }
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())

@@ -10,7 +10,7 @@ use super::{
     BackgroundRun, Commit, CommitOutcome, IdempotencyRecord, OrderStore, Poisoned, RequestRecord,
     RunClaim, StoreError, StoreFeedPage,
 };
-use crate::domain::{Event, Order, OrderId, OrderStatus, StoreId, Timestamp, Version};
+use crate::domain::{Event, Location, Order, OrderId, OrderStatus, StoreId, Timestamp, Version};
 
 /// Everything behind one lock, so a batch commits atomically. The lock is a
 /// `std` mutex: it is never held across an `.await`.
@@ -39,6 +39,8 @@ struct State {
     stores: HashMap<StoreId, (u64, BTreeMap<u64, OrderId>)>,
     /// Each store order's latest change number.
     store_seqs: HashMap<OrderId, u64>,
+    /// The latest saved driver location of each order.
+    locations: HashMap<OrderId, Location>,
 }
 
 impl MemoryStore {
@@ -297,6 +299,26 @@ impl OrderStore for MemoryStore {
             .collect();
         records.sort_by_key(|(seq, _)| *seq);
         Ok(records.into_iter().map(|(_, record)| record).collect())
+    }
+
+    async fn save_locations(&self, locations: &[(OrderId, Location)]) -> Result<(), StoreError> {
+        let mut state = self.state();
+        for (id, location) in locations {
+            state
+                .locations
+                .entry(id.clone())
+                .and_modify(|stored| {
+                    if !stored.supersedes(&location.fix) {
+                        *stored = *location;
+                    }
+                })
+                .or_insert(*location);
+        }
+        Ok(())
+    }
+
+    async fn location(&self, id: &OrderId) -> Result<Option<Location>, StoreError> {
+        Ok(self.state().locations.get(id).copied())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::domain::{
-    Event, Order, OrderId, OrderSnapshot, OrderStatus, StoreId, Timestamp, Version,
+    Event, Location, Order, OrderId, OrderSnapshot, OrderStatus, Seq, StoreId, Timestamp, Version,
 };
 
 #[cfg(test)]
@@ -421,8 +421,9 @@ pub trait OrderStore: Send + Sync + 'static {
     }
 
     /// Starts listening for changes committed by other processes sharing
-    /// this store: `None` for a store one process owns (memory, SQLite).
-    /// Each call opens a new listener; the caller drops the old one.
+    /// this store, and for the driver locations they accept: `None` for a
+    /// store one process owns (memory, SQLite). Each call opens a new
+    /// listener; the caller drops the old one.
     async fn listen(&self) -> Result<Option<Box<dyn ChangeListener>>, StoreError> {
         Ok(None)
     }
@@ -437,6 +438,24 @@ pub trait OrderStore: Send + Sync + 'static {
         after: Option<u64>,
         limit: usize,
     ) -> Result<StoreFeedPage, StoreError>;
+    /// Saves each order's latest driver location, in one transaction. A
+    /// location whose fix is not newer than the stored one's is skipped, so
+    /// a late or repeated write (another instance's, a retry) never moves a
+    /// driver back. The order must exist.
+    async fn save_locations(&self, locations: &[(OrderId, Location)]) -> Result<(), StoreError>;
+
+    /// The order's latest saved driver location, if any.
+    async fn location(&self, id: &OrderId) -> Result<Option<Location>, StoreError>;
+
+    /// Tells the other processes sharing this store of locations accepted
+    /// here, as [`LocationNotice`]s, at once and outside any transaction:
+    /// nothing is written. Nothing to do for a store one process owns.
+    async fn announce_locations(
+        &self,
+        _locations: &[(OrderId, Location)],
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
 
     /// Checks that the backend answers, for readiness.
     async fn ping(&self) -> Result<(), StoreError>;
@@ -536,14 +555,49 @@ impl Hint {
     }
 }
 
-/// Changes other processes commit to a shared store, as they announce them.
+/// A driver location another process accepted, as it announced it. Unlike
+/// a [`Hint`] it carries the whole location (a hundred-odd bytes), since
+/// locations are written to the table only every few seconds: a reader
+/// could not find it there yet.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LocationNotice {
+    pub order_id: OrderId,
+    pub location: Location,
+}
+
+impl LocationNotice {
+    /// The notice as a notification payload: compact JSON, well within
+    /// PostgreSQL's 8,000 bytes (ids are at most 64 characters).
+    pub fn payload(&self) -> String {
+        // Invariant: plain data with string keys and finite numbers.
+        serde_json::to_string(self).expect("a location notice serializes")
+    }
+
+    /// Reads a payload [`LocationNotice::payload`] wrote; `None` for
+    /// anything else.
+    pub fn parse(payload: &str) -> Option<LocationNotice> {
+        serde_json::from_str(payload).ok()
+    }
+}
+
+/// What other processes announced, as a listener received it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Notices {
+    /// Order changes they committed.
+    pub hints: Vec<Hint>,
+    /// Driver locations they accepted.
+    pub locations: Vec<LocationNotice>,
+}
+
+/// Changes other processes commit to a shared store, and driver locations
+/// they accept, as they announce them.
 #[async_trait]
 pub trait ChangeListener: Send {
-    /// Waits for the next hints (at least one; all that are already
+    /// Waits for the next notices (at least one; all that are already
     /// buffered). `Err` once the connection is lost: hints sent since may
     /// never arrive, so the caller drops this listener, opens a new one and
     /// catches up from the table.
-    async fn next(&mut self) -> Result<Vec<Hint>, StoreError>;
+    async fn next(&mut self) -> Result<Notices, StoreError>;
 }
 
 /// Opens the store a database URL names, running migrations:
@@ -666,6 +720,18 @@ fn feed_page(head: Option<i64>, rows: Vec<(i64, Order)>) -> Result<StoreFeedPage
         orders,
         head: head.map(seq_from_db).transpose()?.unwrap_or(0),
     })
+}
+
+/// A stored location sequence number (a `BIGINT`).
+fn location_seq_from_db(seq: i64) -> Result<Seq, StoreError> {
+    u64::try_from(seq)
+        .map(Seq)
+        .map_err(|_| StoreError::Corrupt(format!("negative location seq {seq}")))
+}
+
+/// A location sequence number as a `BIGINT`; it grows by one per fix.
+fn location_seq_to_db(seq: Seq) -> i64 {
+    i64::try_from(seq.0).unwrap_or(i64::MAX)
 }
 
 /// A page size as a SQL `LIMIT`.

@@ -13,17 +13,23 @@ use sqlx::types::Json;
 use sqlx::{PgPool, Postgres, Row, Transaction};
 
 use super::{
-    counts_by_status, feed_page, limit_to_db, parse_stored, seq_from_db, seq_to_db, store_counts,
-    version_from_db, version_to_db, BackgroundRun, ChangeListener, Commit, CommitOutcome, Hint,
-    IdempotencyRecord, OrderStore, Poisoned, RequestRecord, RunClaim, StoreError, StoreFeedPage,
-    StoreSeqs, StoredAnswer, FINAL_STATUSES_SQL,
+    counts_by_status, feed_page, limit_to_db, location_seq_from_db, location_seq_to_db,
+    parse_stored, seq_from_db, seq_to_db, store_counts, version_from_db, version_to_db,
+    BackgroundRun, ChangeListener, Commit, CommitOutcome, Hint, IdempotencyRecord, LocationNotice,
+    Notices, OrderStore, Poisoned, RequestRecord, RunClaim, StoreError, StoreFeedPage, StoreSeqs,
+    StoredAnswer, FINAL_STATUSES_SQL,
 };
-use crate::domain::{Attribution, Event, Order, OrderId, OrderStatus, StoreId, Timestamp, Version};
+use crate::domain::{
+    Attribution, Event, Fix, Location, Order, OrderId, OrderStatus, StoreId, Timestamp, Version,
+};
 
 /// How long to wait for a pooled connection before failing a request.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The channel every instance announces its commits on ([`Hint`]s).
 pub const CHANGES_CHANNEL: &str = "order_tracker_changes";
+/// The channel every instance announces the driver locations it accepts on
+/// ([`LocationNotice`]s), sent outside any transaction.
+pub const LOCATIONS_CHANNEL: &str = "order_tracker_locations";
 /// The listening connection's `application_name`, for `pg_stat_activity`.
 pub const LISTENER_NAME: &str = "order-tracker-listen";
 /// Orders compared per query by [`OrderStore::newer`].
@@ -626,8 +632,114 @@ impl OrderStore for PostgresStore {
         // A lost connection is reported, not mended behind our back: the
         // caller must catch up on what it missed (see `ChangeListener`).
         listener.eager_reconnect(false);
-        listener.listen(CHANGES_CHANNEL).await?;
+        // One connection per instance for both: locations ride along.
+        listener
+            .listen_all([CHANGES_CHANNEL, LOCATIONS_CHANNEL])
+            .await?;
         Ok(Some(Box::new(PgChanges(listener))))
+    }
+
+    async fn save_locations(&self, locations: &[(OrderId, Location)]) -> Result<(), StoreError> {
+        // One row per order: `ON CONFLICT DO UPDATE` may not touch a row
+        // twice in one statement. The newest fix of each order is kept.
+        let mut newest: std::collections::HashMap<&str, &Location> =
+            std::collections::HashMap::with_capacity(locations.len());
+        for (id, location) in locations {
+            newest
+                .entry(id.as_str())
+                .and_modify(|held| {
+                    if !held.supersedes(&location.fix) {
+                        *held = location;
+                    }
+                })
+                .or_insert(location);
+        }
+        if newest.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<&str> = newest.keys().copied().collect();
+        let fixes: Vec<&Location> = ids.iter().map(|id| newest[id]).collect();
+        sqlx::query(
+            "INSERT INTO driver_locations (order_id, latitude, longitude, accuracy, at, seq)
+             SELECT * FROM UNNEST($1::text[], $2::float8[], $3::float8[], $4::float8[],
+                                  $5::timestamptz[], $6::bigint[])
+             ON CONFLICT (order_id) DO UPDATE SET latitude = excluded.latitude,
+                 longitude = excluded.longitude, accuracy = excluded.accuracy,
+                 at = excluded.at, seq = excluded.seq
+             WHERE driver_locations.at < excluded.at",
+        )
+        .bind(&ids)
+        .bind(fixes.iter().map(|l| l.fix.latitude).collect::<Vec<f64>>())
+        .bind(fixes.iter().map(|l| l.fix.longitude).collect::<Vec<f64>>())
+        .bind(
+            fixes
+                .iter()
+                .map(|l| l.fix.accuracy)
+                .collect::<Vec<Option<f64>>>(),
+        )
+        .bind(
+            fixes
+                .iter()
+                .map(|l| at(l.fix.at))
+                .collect::<Vec<DateTime<Utc>>>(),
+        )
+        .bind(
+            fixes
+                .iter()
+                .map(|l| location_seq_to_db(l.seq))
+                .collect::<Vec<i64>>(),
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn location(&self, id: &OrderId) -> Result<Option<Location>, StoreError> {
+        let row: Option<(f64, f64, Option<f64>, DateTime<Utc>, i64)> = sqlx::query_as(
+            "SELECT latitude, longitude, accuracy, at, seq FROM driver_locations
+             WHERE order_id = $1",
+        )
+        .bind(id.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|(latitude, longitude, accuracy, at, seq)| {
+            Ok(Location {
+                fix: Fix {
+                    latitude,
+                    longitude,
+                    accuracy,
+                    at: Timestamp::new(at),
+                },
+                seq: location_seq_from_db(seq)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn announce_locations(
+        &self,
+        locations: &[(OrderId, Location)],
+    ) -> Result<(), StoreError> {
+        if locations.is_empty() {
+            return Ok(());
+        }
+        let payloads: Vec<String> = locations
+            .iter()
+            .map(|(order_id, location)| {
+                LocationNotice {
+                    order_id: order_id.clone(),
+                    location: *location,
+                }
+                .payload()
+            })
+            .collect();
+        // Outside a transaction: sent at once, and nothing is written.
+        sqlx::query("SELECT pg_notify($1, payload) FROM UNNEST($2::text[]) AS payload")
+            .bind(LOCATIONS_CHANNEL)
+            .bind(&payloads)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -640,30 +752,36 @@ impl OrderStore for PostgresStore {
     }
 }
 
-/// The hints on [`CHANGES_CHANNEL`].
+/// The notices on [`CHANGES_CHANNEL`] and [`LOCATIONS_CHANNEL`].
 struct PgChanges(PgListener);
 
 #[async_trait]
 impl ChangeListener for PgChanges {
-    async fn next(&mut self) -> Result<Vec<Hint>, StoreError> {
+    async fn next(&mut self) -> Result<Notices, StoreError> {
         let first = self
             .0
             .try_recv()
             .await?
             .ok_or_else(|| StoreError::Backend("the listening connection was lost".into()))?;
-        let mut hints = Vec::new();
+        let mut notices = Notices::default();
         for notification in
             std::iter::once(first).chain(std::iter::from_fn(|| self.0.next_buffered()))
         {
-            match Hint::parse(notification.payload()) {
-                Some(hint) => hints.push(hint),
-                None => tracing::warn!(
-                    payload = notification.payload(),
-                    "unreadable change notification ignored"
-                ),
+            let payload = notification.payload();
+            let read = if notification.channel() == LOCATIONS_CHANNEL {
+                LocationNotice::parse(payload).map(|notice| notices.locations.push(notice))
+            } else {
+                Hint::parse(payload).map(|hint| notices.hints.push(hint))
+            };
+            if read.is_none() {
+                tracing::warn!(
+                    channel = notification.channel(),
+                    payload,
+                    "unreadable notification ignored"
+                );
             }
         }
-        Ok(hints)
+        Ok(notices)
     }
 }
 

@@ -13,12 +13,15 @@ use sqlx::sqlite::{
 use sqlx::{Row, Sqlite, SqlitePool, Transaction};
 
 use super::{
-    counts_by_status, feed_page, limit_to_db, metadata_from_json, order_from_json, parse_stored,
-    seq_from_db, seq_to_db, store_counts, version_from_db, version_to_db, BackgroundRun, Commit,
-    CommitOutcome, IdempotencyRecord, OrderStore, Poisoned, RequestRecord, RunClaim, StoreError,
-    StoreFeedPage, StoreSeqs, StoredAnswer, FINAL_STATUSES_SQL,
+    counts_by_status, feed_page, limit_to_db, location_seq_from_db, location_seq_to_db,
+    metadata_from_json, order_from_json, parse_stored, seq_from_db, seq_to_db, store_counts,
+    version_from_db, version_to_db, BackgroundRun, Commit, CommitOutcome, IdempotencyRecord,
+    OrderStore, Poisoned, RequestRecord, RunClaim, StoreError, StoreFeedPage, StoreSeqs,
+    StoredAnswer, FINAL_STATUSES_SQL,
 };
-use crate::domain::{Attribution, Event, Order, OrderId, OrderStatus, StoreId, Timestamp, Version};
+use crate::domain::{
+    Attribution, Event, Fix, Location, Order, OrderId, OrderStatus, StoreId, Timestamp, Version,
+};
 
 /// How long a statement waits for the file's write lock (another process,
 /// a backup) before failing.
@@ -542,6 +545,52 @@ impl OrderStore for SqliteStore {
                     .map_err(|err| StoreError::Corrupt(format!("request record: {err}")))
             })
             .transpose()
+    }
+
+    async fn save_locations(&self, locations: &[(OrderId, Location)]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        for (id, Location { fix, seq }) in locations {
+            sqlx::query(
+                "INSERT INTO driver_locations (order_id, latitude, longitude, accuracy, at, seq)
+                 VALUES (?, ?, ?, ?, ?, ?)
+                 ON CONFLICT (order_id) DO UPDATE SET latitude = excluded.latitude,
+                     longitude = excluded.longitude, accuracy = excluded.accuracy,
+                     at = excluded.at, seq = excluded.seq
+                 WHERE driver_locations.at < excluded.at",
+            )
+            .bind(id.as_str())
+            .bind(fix.latitude)
+            .bind(fix.longitude)
+            .bind(fix.accuracy)
+            .bind(fix.at.to_string())
+            .bind(location_seq_to_db(*seq))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn location(&self, id: &OrderId) -> Result<Option<Location>, StoreError> {
+        let row: Option<(f64, f64, Option<f64>, String, i64)> = sqlx::query_as(
+            "SELECT latitude, longitude, accuracy, at, seq FROM driver_locations
+             WHERE order_id = ?",
+        )
+        .bind(id.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|(latitude, longitude, accuracy, at, seq)| {
+            Ok(Location {
+                fix: Fix {
+                    latitude,
+                    longitude,
+                    accuracy,
+                    at: parse_stored("location time", &at)?,
+                },
+                seq: location_seq_from_db(seq)?,
+            })
+        })
+        .transpose()
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

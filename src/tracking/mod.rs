@@ -31,7 +31,8 @@ mod stats;
 mod stores;
 
 use slot::ParkSlot;
-use stats::{Counters, Ending};
+pub(crate) use stats::Counters;
+use stats::Ending;
 pub use stats::{HubStats, OrderPollers, PollCounts};
 pub use stores::StoreWait;
 
@@ -107,6 +108,22 @@ pub struct PollOutcome {
     pub snapshot: Arc<OrderSnapshot>,
     /// Whether `snapshot` is a state the client's cursor did not have.
     pub has_update: bool,
+}
+
+/// A poll parked under the hub's caps ([`Hub::park`]), until answered.
+pub(crate) struct Parked<'a> {
+    /// Its place under the caps, given back when this is dropped.
+    slot: ParkSlot<'a>,
+    /// What ended the wait.
+    ending: Ending,
+}
+
+impl Parked<'_> {
+    /// Counts how the poll ended, with whether its answer is a state the
+    /// client lacked, and gives its place back.
+    pub(crate) fn finish(self, has_update: bool) {
+        self.slot.finish(self.ending, has_update);
+    }
 }
 
 /// Why a long poll was not served.
@@ -269,30 +286,54 @@ impl Hub {
         }
         drop(current);
 
-        let slot = ParkSlot::acquire(&self.shared, &channel)?;
-        let seed = self.shared.parks.fetch_add(1, Ordering::Relaxed);
-        let wait = poll::jittered(timeout, seed);
-        let ending = tokio::select! {
-            changed = rx.changed() => match changed {
-                Ok(()) => Ending::Woken,
-                // Senders live as long as the hub; losing one means the hub is
-                // going away, which is a shutdown for this poll.
-                Err(_) => Ending::Shutdown,
-            },
-            () = tokio::time::sleep(wait) => Ending::TimedOut,
-            () = self.shared.shutdown.cancelled() => Ending::Shutdown,
-        };
+        let parked = self
+            .park(&channel.parked, &self.shared.counters, &mut rx, timeout)
+            .await?;
         // Whatever woke us, answer with the newest state: a change that raced
         // the timer is still an update.
         let snapshot = Arc::clone(&rx.borrow_and_update());
         let has_update = cursor
             .as_ref()
             .is_none_or(|cursor| cursor.lacks(snapshot.order()));
-        slot.finish(ending, has_update);
+        parked.finish(has_update);
         Ok(PollOutcome {
             snapshot,
             has_update,
         })
+    }
+
+    /// Parks a poll until `rx` sees a change, `timeout` passes (shortened by
+    /// a small jitter, [`poll::jittered`], so polls parked together do not
+    /// all expire together) or the server shuts down, whichever comes first.
+    ///
+    /// The wait takes a slot under the caps: `topic` counts the polls parked
+    /// on the same topic against the per-order cap, and every kind of poll
+    /// shares the global cap. `counters` is where this kind of poll is
+    /// counted. The caller subscribed `rx` and compared its cursor before,
+    /// so no change can fall between; it answers with
+    /// [`Parked::finish`], and a caller dropped meanwhile (the client went
+    /// away) gives the slot back at once.
+    pub(crate) async fn park<'a, T>(
+        &'a self,
+        topic: &'a AtomicUsize,
+        counters: &'a Counters,
+        rx: &mut watch::Receiver<T>,
+        timeout: Duration,
+    ) -> Result<Parked<'a>, PollError> {
+        let slot = ParkSlot::acquire(self.shared.limits, &self.shared.parked, topic, counters)?;
+        let seed = self.shared.parks.fetch_add(1, Ordering::Relaxed);
+        let wait = poll::jittered(timeout, seed);
+        let ending = tokio::select! {
+            changed = rx.changed() => match changed {
+                Ok(()) => Ending::Woken,
+                // Senders live as long as their hub; losing one means it is
+                // going away, which is a shutdown for this poll.
+                Err(_) => Ending::Shutdown,
+            },
+            () = tokio::time::sleep(wait) => Ending::TimedOut,
+            () = self.shared.shutdown.cancelled() => Ending::Shutdown,
+        };
+        Ok(Parked { slot, ending })
     }
 
     /// Drops every order that nobody watches (no parked poll, no in-process

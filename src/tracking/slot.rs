@@ -5,15 +5,19 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::stats::Ending;
-use super::{Channel, PollError, Shared};
+use super::stats::{Counters, Ending};
+use super::{Limits, PollError};
 
 /// One parked poll's place under the per-order and global caps.
 pub(super) struct ParkSlot<'a> {
-    /// The hub, for the global count and the counters.
-    shared: &'a Shared,
-    /// The order's channel, for its own count.
-    channel: &'a Channel,
+    /// Polls parked in total, shared by every kind of poll: the global cap
+    /// guards the process's sockets, whatever they wait for.
+    global: &'a AtomicUsize,
+    /// Polls parked on this poll's topic (one order's status, or its live
+    /// location), for the per-order cap.
+    topic: &'a AtomicUsize,
+    /// Where this kind of poll counts how its polls ended.
+    counters: &'a Counters,
     /// Set when the poll was answered; a slot dropped unfinished means the
     /// client went away.
     finished: bool,
@@ -30,25 +34,28 @@ pub(super) fn take(counter: &AtomicUsize, limit: usize) -> bool {
 
 impl<'a> ParkSlot<'a> {
     pub(super) fn acquire(
-        shared: &'a Shared,
-        channel: &'a Channel,
+        limits: Limits,
+        global: &'a AtomicUsize,
+        topic: &'a AtomicUsize,
+        counters: &'a Counters,
     ) -> Result<ParkSlot<'a>, PollError> {
-        if !take(&channel.parked, shared.limits.per_order) {
-            shared.counters.record(Ending::RejectedPerOrder, false);
+        if !take(topic, limits.per_order) {
+            counters.record(Ending::RejectedPerOrder, false);
             return Err(PollError::PerOrderCap {
-                limit: shared.limits.per_order,
+                limit: limits.per_order,
             });
         }
-        if !take(&shared.parked, shared.limits.global) {
-            channel.parked.fetch_sub(1, Ordering::AcqRel);
-            shared.counters.record(Ending::RejectedGlobal, false);
+        if !take(global, limits.global) {
+            topic.fetch_sub(1, Ordering::AcqRel);
+            counters.record(Ending::RejectedGlobal, false);
             return Err(PollError::GlobalCap {
-                limit: shared.limits.global,
+                limit: limits.global,
             });
         }
         Ok(ParkSlot {
-            shared,
-            channel,
+            global,
+            topic,
+            counters,
             finished: false,
         })
     }
@@ -56,16 +63,16 @@ impl<'a> ParkSlot<'a> {
     /// Records how the poll ended and releases the slot.
     pub(super) fn finish(mut self, ending: Ending, has_update: bool) {
         self.finished = true;
-        self.shared.counters.record(ending, has_update);
+        self.counters.record(ending, has_update);
     }
 }
 
 impl Drop for ParkSlot<'_> {
     fn drop(&mut self) {
-        self.channel.parked.fetch_sub(1, Ordering::AcqRel);
-        self.shared.parked.fetch_sub(1, Ordering::AcqRel);
+        self.topic.fetch_sub(1, Ordering::AcqRel);
+        self.global.fetch_sub(1, Ordering::AcqRel);
         if !self.finished {
-            self.shared.counters.record(Ending::Disconnected, false);
+            self.counters.record(Ending::Disconnected, false);
         }
     }
 }

@@ -26,9 +26,10 @@ pub(super) enum Ending {
     Disconnected,
 }
 
-/// Monotonic counters, bumped with relaxed atomics on the poll path.
+/// Monotonic counters, bumped with relaxed atomics on the poll path. One
+/// set per kind of poll: `/track`'s in the hub, live location's beside it.
 #[derive(Debug, Default)]
-pub(super) struct Counters {
+pub(crate) struct Counters {
     served: AtomicU64,
     updates: AtomicU64,
     woken: AtomicU64,
@@ -65,7 +66,12 @@ impl Counters {
         }
     }
 
-    pub(super) fn snapshot(&self) -> PollCounts {
+    /// A poll answered without parking.
+    pub(crate) fn immediate(&self, has_update: bool) {
+        self.record(Ending::Immediate, has_update);
+    }
+
+    pub(crate) fn snapshot(&self) -> PollCounts {
         let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         let rejected_per_order_cap = get(&self.rejected_per_order);
         let rejected_global_cap = get(&self.rejected_global);
@@ -119,7 +125,8 @@ pub struct OrderPollers {
 /// The hub's live figures.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct HubStats {
-    /// Polls parked right now.
+    /// Polls parked right now, of both kinds: status (`/track`) and live
+    /// location. The global cap counts them together.
     pub parked_now: usize,
     /// Orders with the most parked polls, busiest first.
     pub busiest_orders: Vec<OrderPollers>,

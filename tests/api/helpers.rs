@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use order_tracker::orders::OrderService;
 use order_tracker::requests::Requestor;
 use order_tracker::{Application, Config};
 use reqwest::StatusCode;
@@ -21,6 +22,9 @@ pub struct TestApp {
     /// The server's requestor, for what HTTP cannot show: its state after
     /// shutdown.
     pub requestor: Requestor,
+    /// The server's order service, to set up states no endpoint reaches
+    /// yet (a driver assigned).
+    pub service: OrderService,
     shutdown: CancellationToken,
     server: JoinHandle<std::io::Result<()>>,
     /// The SQLite file's directory, removed when the test ends.
@@ -71,11 +75,13 @@ pub async fn spawn_app_at(database_url: &str, tweak: impl FnOnce(&mut Config)) -
     let addr = app.local_addr();
     let shutdown = app.shutdown_token();
     let requestor = app.requestor().clone();
+    let service = app.service().clone();
     let server = tokio::spawn(app.run_until_stopped());
     TestApp {
         addr,
         client: reqwest::Client::new(),
         requestor,
+        service,
         shutdown,
         server,
         data_dir: None,

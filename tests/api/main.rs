@@ -10,6 +10,7 @@ mod fulfillment;
 mod helpers;
 mod history;
 mod idempotency;
+mod location;
 mod orders;
 mod request_restart;
 mod request_streams;

@@ -23,6 +23,7 @@ use super::error::{ApiError, ErrorBody, Result};
 use super::extract::{
     AppQuery, IfNoneMatch, OptionalBody, OrderPath, WriteRequest, IDEMPOTENT_REPLAYED,
 };
+use super::location::LocationData;
 use super::orders::{HistoryParams, HistoryResponse};
 use super::AppState;
 use crate::domain::fulfillment::{
@@ -134,9 +135,9 @@ pub struct TrackingDocument {
     pub delivery_tracking_id: Option<String>,
     pub delivery_tracking_url: Option<String>,
     /// The driver's latest position, from the live-location channel
-    /// (`GET /tracking/orders/{order_id}/live-location` follows it).
-    #[schema(value_type = Option<Object>)]
-    pub driver_location: Option<Value>,
+    /// (`GET /tracking/orders/{order_id}/live-location` follows it; fixes
+    /// do not change the order's version).
+    pub driver_location: Option<LocationData>,
     pub driver_details: Option<DriverDetails>,
     pub substitutions: Vec<Substitution>,
     pub issues: Vec<Issue>,
@@ -174,14 +175,20 @@ async fn render(state: &AppState, snapshot: &OrderSnapshot) -> Result<TrackingDo
         .filter(|event| event.version <= version)
         .map(StatusUpdate::from)
         .collect();
-    Ok(to_document(order, status_history, None))
+    let driver_location = state
+        .locations
+        .latest(&order.id)
+        .await
+        .map_err(ApiError::from)?
+        .map(LocationData::from);
+    Ok(to_document(order, status_history, driver_location))
 }
 
 /// The document of `order`.
 pub(super) fn to_document(
     order: &Order,
     status_history: Vec<StatusUpdate>,
-    driver_location: Option<Value>,
+    driver_location: Option<LocationData>,
 ) -> TrackingDocument {
     let f = order.fulfillment.as_deref().cloned().unwrap_or_default();
     TrackingDocument {

@@ -136,6 +136,15 @@ impl LocationService {
         &self.inner.hub
     }
 
+    /// The order's latest fix, for its tracking document: the one held
+    /// here, else the one saved.
+    pub async fn latest(&self, id: &OrderId) -> Result<Option<Location>> {
+        if let Some(location) = self.inner.hub.latest(id) {
+            return Ok(Some(location));
+        }
+        Ok(self.inner.store.location(id).await?)
+    }
+
     /// Takes a driver's fix for order `id`: the order must exist
     /// ([`ServiceError::NotFound`]), have a driver and not be final
     /// ([`LocationError::NotLocatable`]). A fix not newer than the one held

@@ -119,6 +119,13 @@ async fn one_order_walks_the_whole_seed_003_flow_and_wakes_its_poller_at_every_s
     for (method, path, body, fine) in steps {
         let poll = app.spawn_track("g-1", &format!("?version={version}&timeout=60"));
         app.wait_parked(1).await;
+        if path.ends_with("/delivered") {
+            // On the way: the driver's fixes wake the live-location poll,
+            // every one, and never the customer's status poll.
+            drive(&app, "g-1").await;
+            assert!(!poll.is_finished(), "no fix woke the status poll");
+            assert_eq!(app.version("g-1").await, version, "fixes are not versions");
+        }
         let mut request = match method {
             "PUT" => app.client.put(app.url(path)),
             "GET" => app.client.get(app.url(path)),
@@ -153,6 +160,12 @@ async fn one_order_walks_the_whole_seed_003_flow_and_wakes_its_poller_at_every_s
     assert_eq!(status, StatusCode::OK);
     let doc = &document["data"];
     assert_eq!(doc["status"], json!("delivered"));
+    assert_eq!(
+        doc["driver_location"]["seq"],
+        json!(3),
+        "the last fix: {doc}"
+    );
+    assert_eq!(doc["driver_location"]["latitude"], json!(40.72));
     for field in [
         "store_acknowledgment_time",
         "estimated_ready_time",
@@ -220,6 +233,39 @@ async fn one_order_walks_the_whole_seed_003_flow_and_wakes_its_poller_at_every_s
         page["data"][4]["tracking_status"],
         json!("substitutions_needed")
     );
+}
+
+/// Three fixes for `id`, each waking a live-location poll parked for it
+/// (beside the status poll the caller parked: two parked in all).
+async fn drive(app: &TestApp, id: &str) {
+    for (n, latitude) in [40.70, 40.71, 40.72].into_iter().enumerate() {
+        let client = app.client.clone();
+        let url = app.url(&format!(
+            "/tracking/orders/{id}/live-location?after={n}&timeout=60"
+        ));
+        let parked = tokio::spawn(async move {
+            crate::helpers::json_of(client.get(url).send().await.unwrap()).await
+        });
+        app.wait_parked(2).await;
+        let response = app
+            .client
+            .put(app.url(&format!("/tracking/delivery/{id}/location")))
+            .json(&json!({"latitude": latitude, "longitude": -74.0, "accuracy": 5.0}))
+            .send()
+            .await
+            .unwrap();
+        let (status, body) = crate::helpers::json_of(response).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["applied"], json!(true));
+        let (status, woken) = tokio::time::timeout(PROMPTLY, parked)
+            .await
+            .expect("the live-location poll wakes")
+            .unwrap();
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(woken["has_update"], json!(true));
+        assert_eq!(woken["data"]["seq"], json!(n + 1));
+        assert_eq!(woken["data"]["latitude"], json!(latitude));
+    }
 }
 
 #[tokio::test]

@@ -6,8 +6,10 @@ use std::time::Duration;
 use clap::builder::TypedValueParser;
 use clap::{Parser, ValueEnum};
 
-use crate::domain::poll::{BadPolicy, DEFAULT_POLL_TIMEOUT_SECS, MAX_POLL_TIMEOUT_SECS};
-use crate::domain::{OrderStatus, PollPolicy, TimeScale};
+use crate::domain::poll::{
+    BadPolicy, PollStatus, DEFAULT_POLL_TIMEOUT_SECS, MAX_POLL_TIMEOUT_SECS,
+};
+use crate::domain::{PollPolicy, TimeScale};
 use crate::orders::TimeoutSettings;
 use crate::store::{DEFAULT_DATABASE_URL, DEFAULT_POOL_SIZE};
 use crate::tracking::{
@@ -83,11 +85,14 @@ pub struct Config {
     pub max_poll_timeout: u64,
 
     /// Override a status's next_poll_interval, STATUS=SECONDS (repeatable, or
-    /// comma-separated). Defaults: requested=30, confirmed=120, preparing=60,
-    /// ready=30, picked_up=30, delivered=0, cancelled=0, expired=0, failed=0.
+    /// comma-separated). STATUS is a coarse status (setting all its fine
+    /// statuses too) or one of seed 003's fine statuses, which wins over its
+    /// coarse one. Defaults: requested=30, confirmed=120, preparing=60,
+    /// ready=30, picked_up=30, delivered=0, cancelled=0, expired=0, failed=0,
+    /// and each fine status as its coarse one (README lists them).
     #[arg(long = "poll-interval", env = "ORDER_TRACKER_POLL_INTERVALS", value_delimiter = ',',
           value_name = "STATUS=SECONDS", value_parser = parse_interval)]
-    pub poll_intervals: Vec<(OrderStatus, u64)>,
+    pub poll_intervals: Vec<(PollStatus, u64)>,
 
     /// Seconds sent in `Retry-After` when a cap rejects a poll.
     #[arg(long, env = "ORDER_TRACKER_RETRY_AFTER", default_value_t = DEFAULT_RETRY_AFTER_SECS)]
@@ -183,14 +188,11 @@ fn parse_instance_id(text: &str) -> Result<String, String> {
     }
 }
 
-fn parse_interval(text: &str) -> Result<(OrderStatus, u64), String> {
+fn parse_interval(text: &str) -> Result<(PollStatus, u64), String> {
     let (status, secs) = text
         .split_once('=')
         .ok_or_else(|| format!("expected STATUS=SECONDS, got '{text}'"))?;
-    let status = status
-        .trim()
-        .parse::<OrderStatus>()
-        .map_err(|err| err.to_string())?;
+    let status = status.trim().parse::<PollStatus>()?;
     let secs = secs
         .trim()
         .parse::<u64>()
@@ -260,6 +262,7 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::{OrderStatus, TrackingStatus};
 
     #[test]
     fn defaults_match_the_issue() {
@@ -293,7 +296,7 @@ mod tests {
         let config = Config::try_parse_from([
             "order-tracker",
             "--poll-interval",
-            "confirmed=90,ready=10",
+            "confirmed=90,ready=10,in_transit=15",
             "--max-poll-timeout",
             "60",
             "--no-sample-orders",
@@ -306,6 +309,9 @@ mod tests {
                 .next_poll_interval(OrderStatus::Ready),
             10
         );
+        let policy = config.policy().unwrap();
+        assert_eq!(policy.fine_intervals()[&TrackingStatus::InTransit], 15);
+        assert_eq!(policy.fine_intervals()[&TrackingStatus::DriverAssigned], 10);
         assert!(config.no_sample_orders);
         let bad = Config::try_parse_from([
             "order-tracker",

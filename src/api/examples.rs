@@ -188,6 +188,7 @@ pub fn stats_response() -> Value {
                 })
                 .collect(),
             next_poll_intervals: policy.intervals().clone(),
+            next_poll_intervals_by_tracking_status: policy.fine_intervals().clone(),
             simulations_running: 1,
             order_requests: RequestStats {
                 tracked: 2,

@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody, Result};
 use super::AppState;
-use crate::domain::{OrderStatus, Timestamp};
+use crate::domain::{OrderStatus, Timestamp, TrackingStatus};
 use crate::location::LocationStats;
 use crate::orders::FeedStats;
 use crate::requests::requestor::RequestStats;
@@ -106,8 +106,12 @@ pub struct SystemStats {
     pub orders_total: u64,
     /// Orders in each status (every status listed, zeros included).
     pub orders_by_status: BTreeMap<OrderStatus, u64>,
-    /// The `next_poll_interval` sent for each status, in seconds.
+    /// The `next_poll_interval` for each coarse status, in seconds: what
+    /// order requests (`requested`) get, and the base of the fine ones.
     pub next_poll_intervals: BTreeMap<OrderStatus, u64>,
+    /// The `next_poll_interval` sent for each fine (seed 003) status, in
+    /// seconds: what every order past `requested` gets.
+    pub next_poll_intervals_by_tracking_status: BTreeMap<TrackingStatus, u64>,
     /// Workflow simulations running now.
     pub simulations_running: usize,
     /// Order requests: tracked, streams active, started, duplicates
@@ -152,6 +156,7 @@ pub async fn stats(State(state): State<AppState>) -> Result<Json<StatsResponse>>
             orders_total: orders_by_status.values().sum(),
             orders_by_status,
             next_poll_intervals: state.service.policy().intervals().clone(),
+            next_poll_intervals_by_tracking_status: state.service.policy().fine_intervals().clone(),
             simulations_running: state.simulator.running(),
             order_requests: state.requestor.stats(),
         },

@@ -5,6 +5,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
+use strum::VariantArray;
+
+use super::lifecycle::TrackingStatus;
 use super::order::{Order, Version};
 use super::status::OrderStatus;
 use super::time::Timestamp;
@@ -166,24 +169,85 @@ impl PollTimeout {
 /// `expired` is final, so 0.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PollPolicy {
+    /// By coarse status: what `requested` and `expired` use, and where the
+    /// fine statuses start from.
     intervals: BTreeMap<OrderStatus, u64>,
+    /// By seed 003's fine status: what every order past `requested` uses.
+    /// By default each fine status has its coarse status's interval.
+    fine: BTreeMap<TrackingStatus, u64>,
 }
 
 impl Default for PollPolicy {
     fn default() -> Self {
-        PollPolicy {
-            intervals: BTreeMap::from([
-                (OrderStatus::Requested, 30),
-                (OrderStatus::Confirmed, 120),
-                (OrderStatus::Preparing, 60),
-                (OrderStatus::Ready, 30),
-                (OrderStatus::PickedUp, 30),
-                (OrderStatus::Delivered, 0),
-                (OrderStatus::Cancelled, 0),
-                (OrderStatus::Expired, 0),
-                (OrderStatus::Failed, 0),
-            ]),
+        let intervals = BTreeMap::from([
+            (OrderStatus::Requested, 30),
+            (OrderStatus::Confirmed, 120),
+            (OrderStatus::Preparing, 60),
+            (OrderStatus::Ready, 30),
+            (OrderStatus::PickedUp, 30),
+            (OrderStatus::Delivered, 0),
+            (OrderStatus::Cancelled, 0),
+            (OrderStatus::Expired, 0),
+            (OrderStatus::Failed, 0),
+        ]);
+        let fine = TrackingStatus::VARIANTS
+            .iter()
+            .map(|&status| {
+                (
+                    status,
+                    intervals.get(&status.coarse()).copied().unwrap_or(0),
+                )
+            })
+            .collect();
+        PollPolicy { intervals, fine }
+    }
+}
+
+/// A status an interval is set for: a coarse one (and with it every fine
+/// status it projects) or one fine status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PollStatus {
+    Coarse(OrderStatus),
+    Fine(TrackingStatus),
+}
+
+impl PollStatus {
+    fn is_terminal(self) -> bool {
+        match self {
+            PollStatus::Coarse(status) => status.is_terminal(),
+            PollStatus::Fine(status) => status.is_terminal(),
         }
+    }
+}
+
+impl fmt::Display for PollStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PollStatus::Coarse(status) => status.fmt(f),
+            PollStatus::Fine(status) => status.fmt(f),
+        }
+    }
+}
+
+impl std::str::FromStr for PollStatus {
+    type Err = String;
+
+    /// A coarse status name, else a fine one (the names they share mean
+    /// the same thing).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Ok(coarse) = s.parse::<OrderStatus>() {
+            return Ok(PollStatus::Coarse(coarse));
+        }
+        s.parse::<TrackingStatus>()
+            .map(PollStatus::Fine)
+            .map_err(|_| {
+                let fine: Vec<&str> = TrackingStatus::VARIANTS.iter().map(|s| s.into()).collect();
+                format!(
+                    "unknown status '{s}'; use one of {} or a fine status: {}",
+                    super::status::list(&OrderStatus::ALL),
+                    fine.join(", ")
+                )
+            })
     }
 }
 
@@ -191,41 +255,68 @@ impl Default for PollPolicy {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BadPolicy {
     #[error("{0} is final, so its poll interval must stay 0 (stop polling)")]
-    TerminalMustStop(OrderStatus),
+    TerminalMustStop(PollStatus),
     #[error(
         "{0} is not final, so its poll interval must be at least 1 second (0 means stop polling)"
     )]
-    LiveMustPoll(OrderStatus),
+    LiveMustPoll(PollStatus),
 }
 
 impl PollPolicy {
-    /// The default policy with some intervals replaced.
+    /// The default policy with some intervals replaced: coarse ones first
+    /// (each also sets its fine statuses), then fine ones.
     pub fn with_overrides(
-        overrides: impl IntoIterator<Item = (OrderStatus, u64)>,
+        overrides: impl IntoIterator<Item = (PollStatus, u64)>,
     ) -> Result<Self, BadPolicy> {
         let mut policy = PollPolicy::default();
+        let mut fine = Vec::new();
         for (status, secs) in overrides {
             match (status.is_terminal(), secs) {
-                (true, 0) | (false, 1..) => {
-                    policy.intervals.insert(status, secs);
-                }
+                (true, 0) | (false, 1..) => {}
                 (true, _) => return Err(BadPolicy::TerminalMustStop(status)),
                 (false, 0) => return Err(BadPolicy::LiveMustPoll(status)),
             }
+            match status {
+                PollStatus::Coarse(coarse) => {
+                    policy.intervals.insert(coarse, secs);
+                    for (status, interval) in policy.fine.iter_mut() {
+                        if status.coarse() == coarse {
+                            *interval = secs;
+                        }
+                    }
+                }
+                PollStatus::Fine(status) => fine.push((status, secs)),
+            }
         }
+        policy.fine.extend(fine);
         Ok(policy)
     }
 
-    /// Seconds until the next poll for an order in `status`; 0 means stop.
+    /// Seconds until the next poll for an order in coarse `status`; 0 means
+    /// stop.
     pub fn next_poll_interval(&self, status: OrderStatus) -> u64 {
         // Every status has an entry: the default fills them all and overrides
         // only replace.
         self.intervals.get(&status).copied().unwrap_or(0)
     }
 
-    /// Every status with its interval, for stats and docs.
+    /// Seconds until the next poll for `order`, by its fine status when it
+    /// has one; 0 means stop.
+    pub fn interval_for(&self, order: &Order) -> u64 {
+        match order.tracking_status() {
+            Some(fine) => self.fine.get(&fine).copied().unwrap_or(0),
+            None => self.next_poll_interval(order.status),
+        }
+    }
+
+    /// Every coarse status with its interval, for stats and docs.
     pub fn intervals(&self) -> &BTreeMap<OrderStatus, u64> {
         &self.intervals
+    }
+
+    /// Every fine status with its interval, for stats and docs.
+    pub fn fine_intervals(&self) -> &BTreeMap<TrackingStatus, u64> {
+        &self.fine
     }
 }
 
@@ -286,12 +377,49 @@ mod tests {
         for (status, secs) in expected {
             assert_eq!(policy.next_poll_interval(status), secs, "{status}");
         }
-        let tuned = PollPolicy::with_overrides([(OrderStatus::Confirmed, 90)]).unwrap();
+        let coarse = |status| PollStatus::Coarse(status);
+        let tuned = PollPolicy::with_overrides([(coarse(OrderStatus::Confirmed), 90)]).unwrap();
         assert_eq!(tuned.next_poll_interval(OrderStatus::Confirmed), 90);
-        assert!(PollPolicy::with_overrides([(OrderStatus::Delivered, 5)]).is_err());
-        assert!(PollPolicy::with_overrides([(OrderStatus::Expired, 5)]).is_err());
-        assert!(PollPolicy::with_overrides([(OrderStatus::Requested, 0)]).is_err());
-        assert!(PollPolicy::with_overrides([(OrderStatus::Ready, 0)]).is_err());
+        assert_eq!(tuned.fine_intervals()[&TrackingStatus::StoreNotified], 90);
+        assert!(PollPolicy::with_overrides([(coarse(OrderStatus::Delivered), 5)]).is_err());
+        assert!(PollPolicy::with_overrides([(coarse(OrderStatus::Expired), 5)]).is_err());
+        assert!(PollPolicy::with_overrides([(coarse(OrderStatus::Requested), 0)]).is_err());
+        assert!(PollPolicy::with_overrides([(coarse(OrderStatus::Ready), 0)]).is_err());
+        assert!(
+            PollPolicy::with_overrides([(PollStatus::Fine(TrackingStatus::InTransit), 0)]).is_err()
+        );
+    }
+
+    #[test]
+    fn fine_statuses_follow_their_coarse_one_unless_set_themselves() {
+        let policy = PollPolicy::default();
+        for status in TrackingStatus::VARIANTS {
+            assert_eq!(
+                policy.fine_intervals()[status],
+                policy.next_poll_interval(status.coarse()),
+                "{status}"
+            );
+        }
+        // A fine override wins over its coarse one, whatever the order given.
+        let tuned = PollPolicy::with_overrides([
+            (PollStatus::Fine(TrackingStatus::InTransit), 10),
+            (PollStatus::Coarse(OrderStatus::PickedUp), 20),
+        ])
+        .unwrap();
+        assert_eq!(tuned.fine_intervals()[&TrackingStatus::InTransit], 10);
+        assert_eq!(
+            tuned.fine_intervals()[&TrackingStatus::DriverPickupComplete],
+            20
+        );
+        assert_eq!(
+            "in_transit".parse(),
+            Ok(PollStatus::Fine(TrackingStatus::InTransit))
+        );
+        assert_eq!("ready".parse(), Ok(PollStatus::Coarse(OrderStatus::Ready)));
+        assert!("soon"
+            .parse::<PollStatus>()
+            .unwrap_err()
+            .contains("in_transit"));
     }
 
     #[test]

@@ -542,10 +542,7 @@ impl OrderService {
             PollError::UnknownOrder => ServiceError::NotFound(id.clone()),
             other => ServiceError::Poll(other),
         })?;
-        let next_poll_interval = self
-            .inner
-            .policy
-            .next_poll_interval(outcome.snapshot.order().status);
+        let next_poll_interval = self.inner.policy.interval_for(outcome.snapshot.order());
         Ok(Tracked {
             outcome,
             next_poll_interval,

@@ -691,3 +691,42 @@ async fn a_store_tablet_waits_for_its_new_orders_and_they_become_notified() {
         assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_parameter");
     }
 }
+
+#[tokio::test]
+async fn next_poll_interval_follows_the_fine_status() {
+    use order_tracker::domain::poll::PollStatus;
+    use order_tracker::domain::TrackingStatus;
+    let app = crate::helpers::spawn_app_with(|config| {
+        config.poll_intervals = vec![(PollStatus::Fine(TrackingStatus::InTransit), 15)];
+    })
+    .await;
+    init(&app, "g-11").await;
+    let interval = |body: &Value| body["next_poll_interval"].clone();
+    let (_, body) = app.track("g-11", "").await;
+    assert_eq!(interval(&body), json!(120), "submitted: as confirmed");
+    for status in [
+        "store_acknowledged",
+        "picking_in_progress",
+        "ready_for_pickup",
+        "driver_assigned",
+        "driver_pickup_complete",
+    ] {
+        let (code, answer) = put_fine(&app, "g-11", status).await;
+        assert_eq!(code, StatusCode::OK, "{answer}");
+    }
+    let (_, body) = app.track("g-11", "").await;
+    assert_eq!(
+        interval(&body),
+        json!(30),
+        "driver_pickup_complete: as picked_up"
+    );
+    put_fine(&app, "g-11", "in_transit").await;
+    let (_, body) = app.track("g-11", "").await;
+    assert_eq!(body["data"]["status"], json!("picked_up"));
+    assert_eq!(interval(&body), json!(15), "in_transit: its own");
+    let stats = app.stats().await;
+    assert_eq!(
+        stats["next_poll_intervals_by_tracking_status"]["in_transit"],
+        json!(15)
+    );
+}

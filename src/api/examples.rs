@@ -289,6 +289,21 @@ pub fn issue_response() -> Value {
     body
 }
 
+/// 404 for an order that does not exist, or not at the asking store.
+pub fn order_not_found() -> Value {
+    json!({"success": false, "error": "order_not_found", "message": "order g-1001 not found"})
+}
+
+/// 409 for a fulfillment step the lifecycle does not allow now.
+pub fn step_out_of_turn() -> Value {
+    json!({"success": false, "error": "invalid_transition", "message": "cannot pick_up an order that is store_notified; allowed now: acknowledge, reject_by_store, dispatch_early, cancel, fail"})
+}
+
+/// 400 for a body whose fields are out of bounds.
+pub fn invalid_fields() -> Value {
+    json!({"success": false, "error": "validation_failed", "message": "invalid order: reason must not be empty"})
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

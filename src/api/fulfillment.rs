@@ -415,7 +415,7 @@ pub struct TrackingStatusUpdate {
         (status = 400, description = "Malformed body or unknown status.", body = ErrorBody,
             example = json!({"success": false, "error": "invalid_status", "message": "unknown status 'shipped'"})),
         (status = 404, description = "No such order.", body = ErrorBody,
-            example = json!({"success": false, "error": "order_not_found", "message": "order g-1001 not found"})),
+            example = super::examples::order_not_found),
         (status = 409, description = "Not allowed now.", body = ErrorBody,
             example = json!({"success": false, "error": "invalid_transition", "message": "order cannot go from submitted to in_transit; allowed next statuses: store_notified, store_acknowledged, cancelled, failed"})),
         (status = 412, description = "`If-Match` named another version.", body = ErrorBody,
@@ -465,9 +465,9 @@ pub async fn set_status(
     responses(
         (status = 200, description = "A page of events, oldest first.", body = HistoryResponse),
         (status = 400, description = "A parameter is out of range.", body = ErrorBody,
-            example = json!({"success": false, "error": "validation_failed", "message": "invalid order: reason must not be empty"})),
+            example = super::examples::invalid_fields),
         (status = 404, description = "No such order.", body = ErrorBody,
-            example = json!({"success": false, "error": "order_not_found", "message": "order g-1001 not found"})),
+            example = super::examples::order_not_found),
     )
 )]
 pub async fn history(
@@ -563,9 +563,9 @@ pub async fn approve_substitution(
     responses(
         (status = 200, description = "Recorded.", body = TrackingResponse),
         (status = 404, description = "No such order or substitution.", body = ErrorBody,
-            example = json!({"success": false, "error": "order_not_found", "message": "order g-1001 not found"})),
+            example = super::examples::order_not_found),
         (status = 409, description = "Already answered, or the order is not waiting for answers.", body = ErrorBody,
-            example = json!({"success": false, "error": "invalid_transition", "message": "cannot pick_up an order that is store_notified; allowed now: acknowledge, reject_by_store, dispatch_early, cancel, fail"})),
+            example = super::examples::step_out_of_turn),
     )
 )]
 pub async fn reject_substitution(
@@ -615,9 +615,9 @@ pub struct IssueResponse {
     responses(
         (status = 201, description = "Recorded.", body = IssueResponse),
         (status = 400, description = "Invalid fields.", body = ErrorBody,
-            example = json!({"success": false, "error": "validation_failed", "message": "invalid order: reason must not be empty"})),
+            example = super::examples::invalid_fields),
         (status = 404, description = "No such order.", body = ErrorBody,
-            example = json!({"success": false, "error": "order_not_found", "message": "order g-1001 not found"})),
+            example = super::examples::order_not_found),
     )
 )]
 pub async fn report_issue(
@@ -744,23 +744,32 @@ pub struct StoreOperation {
     pub estimated_ready_time: Option<Timestamp>,
 }
 
-/// Runs a store operation for `store_id`.
-async fn store_op(
+/// One store operation, as its body gives it.
+struct StoreCall {
+    order_id: String,
+    command: Fulfill,
+    updated_by: Option<String>,
+    notes: Option<String>,
+    metadata: Option<Map<String, Value>>,
+}
+
+/// Runs `call` for `store_id`'s order, attributed to the store unless the
+/// body names someone.
+async fn store_call<T>(
     state: AppState,
     store_id: String,
-    request: WriteRequest<StoreOperation>,
-    command: impl FnOnce(Option<Timestamp>) -> Result<Fulfill>,
+    request: WriteRequest<T>,
+    call: impl FnOnce(T) -> Result<StoreCall>,
 ) -> Result<Response> {
     let store = store_path(store_id)?;
-    let StoreOperation {
+    let StoreCall {
         order_id,
+        command,
         updated_by,
         notes,
         metadata,
-        estimated_ready_time,
-    } = request.body;
+    } = call(request.body)?;
     let id = body_order(order_id)?;
-    let command = command(estimated_ready_time)?;
     let label = format!("store:{store}");
     let attribution = attribution(updated_by, notes, metadata, || label)?;
     run(
@@ -772,6 +781,25 @@ async fn store_op(
         attribution,
         (request.if_match, request.idempotency),
     )
+    .await
+}
+
+/// Runs a store operation with a plain body for `store_id`.
+async fn store_op(
+    state: AppState,
+    store_id: String,
+    request: WriteRequest<StoreOperation>,
+    command: impl FnOnce(Option<Timestamp>) -> Result<Fulfill>,
+) -> Result<Response> {
+    store_call(state, store_id, request, |body| {
+        Ok(StoreCall {
+            command: command(body.estimated_ready_time)?,
+            order_id: body.order_id,
+            updated_by: body.updated_by,
+            notes: body.notes,
+            metadata: body.metadata,
+        })
+    })
     .await
 }
 
@@ -798,9 +826,9 @@ fn no_ready_time(command: Fulfill) -> impl FnOnce(Option<Timestamp>) -> Result<F
     responses(
         (status = 200, description = "Acknowledged.", body = TrackingResponse),
         (status = 400, description = "Invalid body.", body = ErrorBody,
-            example = json!({"success": false, "error": "validation_failed", "message": "invalid order: reason must not be empty"})),
+            example = super::examples::invalid_fields),
         (status = 404, description = "No such order at this store.", body = ErrorBody,
-            example = json!({"success": false, "error": "order_not_found", "message": "order g-1001 not found"})),
+            example = super::examples::order_not_found),
         (status = 409, description = "Not allowed now.", body = ErrorBody,
             example = json!({"success": false, "error": "invalid_transition", "message": "cannot acknowledge an order that is picking_in_progress; allowed now: propose_substitution, mark_ready, dispatch_early, cancel, fail"})),
     )
@@ -828,9 +856,9 @@ pub async fn acknowledge(
     responses(
         (status = 200, description = "Picking.", body = TrackingResponse),
         (status = 404, description = "No such order at this store.", body = ErrorBody,
-            example = json!({"success": false, "error": "order_not_found", "message": "order g-1001 not found"})),
+            example = super::examples::order_not_found),
         (status = 409, description = "Not allowed now.", body = ErrorBody,
-            example = json!({"success": false, "error": "invalid_transition", "message": "cannot pick_up an order that is store_notified; allowed now: acknowledge, reject_by_store, dispatch_early, cancel, fail"})),
+            example = super::examples::step_out_of_turn),
     )
 )]
 pub async fn start_picking(
@@ -860,9 +888,9 @@ pub async fn start_picking(
     responses(
         (status = 200, description = "Ready.", body = TrackingResponse),
         (status = 404, description = "No such order at this store.", body = ErrorBody,
-            example = json!({"success": false, "error": "order_not_found", "message": "order g-1001 not found"})),
+            example = super::examples::order_not_found),
         (status = 409, description = "Not allowed now (e.g. substitutions await the customer).", body = ErrorBody,
-            example = json!({"success": false, "error": "invalid_transition", "message": "cannot pick_up an order that is store_notified; allowed now: acknowledge, reject_by_store, dispatch_early, cancel, fail"})),
+            example = super::examples::step_out_of_turn),
     )
 )]
 pub async fn ready(
@@ -896,11 +924,11 @@ pub struct Rejection {
     responses(
         (status = 200, description = "Back to submitted.", body = TrackingResponse),
         (status = 400, description = "Missing reason.", body = ErrorBody,
-            example = json!({"success": false, "error": "validation_failed", "message": "invalid order: reason must not be empty"})),
+            example = super::examples::invalid_fields),
         (status = 404, description = "No such order at this store.", body = ErrorBody,
-            example = json!({"success": false, "error": "order_not_found", "message": "order g-1001 not found"})),
+            example = super::examples::order_not_found),
         (status = 409, description = "Too late to reject (picking started).", body = ErrorBody,
-            example = json!({"success": false, "error": "invalid_transition", "message": "cannot pick_up an order that is store_notified; allowed now: acknowledge, reject_by_store, dispatch_early, cancel, fail"})),
+            example = super::examples::step_out_of_turn),
     )
 )]
 pub async fn reject(
@@ -908,29 +936,21 @@ pub async fn reject(
     Path(store_id): Path<String>,
     request: WriteRequest<Rejection>,
 ) -> Result<Response> {
-    let store = store_path(store_id)?;
-    let Rejection {
-        order_id,
-        reason,
-        updated_by,
-    } = request.body;
-    let id = body_order(order_id)?;
-    let mut problems = Vec::new();
-    let reason = crate::domain::fulfillment::required_text("reason", &reason, &mut problems);
-    if !problems.is_empty() {
-        return Err(invalid(ValidationError { problems }));
-    }
-    let label = format!("store:{store}");
-    let attribution = attribution(updated_by, Some(reason), None, || label)?;
-    run(
-        &state,
-        id,
-        Fulfill::RejectByStore,
-        Actor::Store,
-        Some(store),
-        attribution,
-        (request.if_match, request.idempotency),
-    )
+    store_call(state, store_id, request, |body| {
+        let mut problems = Vec::new();
+        let reason =
+            crate::domain::fulfillment::required_text("reason", &body.reason, &mut problems);
+        if !problems.is_empty() {
+            return Err(invalid(ValidationError { problems }));
+        }
+        Ok(StoreCall {
+            order_id: body.order_id,
+            command: Fulfill::RejectByStore,
+            updated_by: body.updated_by,
+            notes: Some(reason),
+            metadata: None,
+        })
+    })
     .await
 }
 
@@ -963,11 +983,11 @@ pub struct SubstitutionInput {
     responses(
         (status = 200, description = "Proposed.", body = TrackingResponse),
         (status = 400, description = "Invalid fields.", body = ErrorBody,
-            example = json!({"success": false, "error": "validation_failed", "message": "invalid order: reason must not be empty"})),
+            example = super::examples::invalid_fields),
         (status = 404, description = "No such order at this store.", body = ErrorBody,
-            example = json!({"success": false, "error": "order_not_found", "message": "order g-1001 not found"})),
+            example = super::examples::order_not_found),
         (status = 409, description = "Not picking now.", body = ErrorBody,
-            example = json!({"success": false, "error": "invalid_transition", "message": "cannot pick_up an order that is store_notified; allowed now: acknowledge, reject_by_store, dispatch_early, cancel, fail"})),
+            example = super::examples::step_out_of_turn),
     )
 )]
 pub async fn substitution(
@@ -975,34 +995,22 @@ pub async fn substitution(
     Path(store_id): Path<String>,
     request: WriteRequest<SubstitutionInput>,
 ) -> Result<Response> {
-    let store = store_path(store_id)?;
-    let SubstitutionInput {
-        order_id,
-        original_item_id,
-        substitute_item_id,
-        reason,
-        price_difference,
-        updated_by,
-    } = request.body;
-    let id = body_order(order_id)?;
-    let new = NewSubstitution::parse(
-        &original_item_id,
-        &substitute_item_id,
-        &reason,
-        price_difference,
-    )
-    .map_err(invalid)?;
-    let label = format!("store:{store}");
-    let attribution = attribution(updated_by, None, None, || label)?;
-    run(
-        &state,
-        id,
-        Fulfill::ProposeSubstitution(new),
-        Actor::Store,
-        Some(store),
-        attribution,
-        (request.if_match, request.idempotency),
-    )
+    store_call(state, store_id, request, |body| {
+        let new = NewSubstitution::parse(
+            &body.original_item_id,
+            &body.substitute_item_id,
+            &body.reason,
+            body.price_difference,
+        )
+        .map_err(invalid)?;
+        Ok(StoreCall {
+            order_id: body.order_id,
+            command: Fulfill::ProposeSubstitution(new),
+            updated_by: body.updated_by,
+            notes: None,
+            metadata: None,
+        })
+    })
     .await
 }
 
@@ -1039,11 +1047,11 @@ pub struct AssignInput {
     responses(
         (status = 200, description = "Assigned.", body = TrackingResponse),
         (status = 400, description = "Invalid driver details.", body = ErrorBody,
-            example = json!({"success": false, "error": "validation_failed", "message": "invalid order: reason must not be empty"})),
+            example = super::examples::invalid_fields),
         (status = 404, description = "No such order.", body = ErrorBody,
-            example = json!({"success": false, "error": "order_not_found", "message": "order g-1001 not found"})),
+            example = super::examples::order_not_found),
         (status = 409, description = "The order is picked up or final.", body = ErrorBody,
-            example = json!({"success": false, "error": "invalid_transition", "message": "cannot pick_up an order that is store_notified; allowed now: acknowledge, reject_by_store, dispatch_early, cancel, fail"})),
+            example = super::examples::step_out_of_turn),
     )
 )]
 pub async fn assign(
@@ -1124,9 +1132,9 @@ async fn driver_step(
     responses(
         (status = 200, description = "Picked up.", body = TrackingResponse),
         (status = 404, description = "No such order.", body = ErrorBody,
-            example = json!({"success": false, "error": "order_not_found", "message": "order g-1001 not found"})),
+            example = super::examples::order_not_found),
         (status = 409, description = "No driver assigned, or not ready.", body = ErrorBody,
-            example = json!({"success": false, "error": "invalid_transition", "message": "cannot pick_up an order that is store_notified; allowed now: acknowledge, reject_by_store, dispatch_early, cancel, fail"})),
+            example = super::examples::step_out_of_turn),
     )
 )]
 pub async fn pickup(
@@ -1147,9 +1155,9 @@ pub async fn pickup(
     responses(
         (status = 200, description = "Delivered.", body = TrackingResponse),
         (status = 404, description = "No such order.", body = ErrorBody,
-            example = json!({"success": false, "error": "order_not_found", "message": "order g-1001 not found"})),
+            example = super::examples::order_not_found),
         (status = 409, description = "Not picked up yet, or final.", body = ErrorBody,
-            example = json!({"success": false, "error": "invalid_transition", "message": "cannot pick_up an order that is store_notified; allowed now: acknowledge, reject_by_store, dispatch_early, cancel, fail"})),
+            example = super::examples::step_out_of_turn),
     )
 )]
 pub async fn delivered(

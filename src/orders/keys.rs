@@ -179,10 +179,11 @@ impl OrderService {
         }
     }
 
-    /// The answer stored for `key` within the last 24 hours, if any;
+    /// The answer stored for `key` within its scope's time to live (24
+    /// hours; a week for partners' events), if any;
     /// [`ServiceError::KeyReused`] if it answered a different request.
     pub(super) async fn stored(&self, key: &IdempotencyKey) -> Result<Option<StoredAnswer>> {
-        let since = crate::store::idempotency_cutoff(self.inner.clock.now());
+        let since = crate::store::idempotency_cutoff(self.inner.clock.now(), &key.scope);
         let Some(record) = self
             .inner
             .store

@@ -600,8 +600,11 @@ impl OrderService {
 
     /// Forgets idempotency keys older than their 24 hours; returns how many.
     pub async fn purge_idempotency_keys(&self) -> Result<u64> {
-        let before = crate::store::idempotency_cutoff(self.inner.clock.now());
-        Ok(self.inner.store.purge_idempotency(before).await?)
+        Ok(self
+            .inner
+            .store
+            .purge_idempotency(self.inner.clock.now())
+            .await?)
     }
 }
 

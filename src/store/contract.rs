@@ -338,7 +338,7 @@ async fn idempotency_keys_are_stored_with_their_change(
         store.commit(&[first]).await.unwrap(),
         [CommitOutcome::Committed]
     );
-    let since = now.plus(-idempotency_ttl());
+    let since = now.plus(-idempotency_ttl(""));
     assert_eq!(
         store
             .idempotency(&record.scope, "key-1", since)
@@ -404,8 +404,8 @@ async fn idempotency_keys_are_stored_with_their_change(
     );
 
     // After 24 hours the key is forgotten and may be used again.
-    let tomorrow = now.plus(idempotency_ttl() + chrono::TimeDelta::seconds(1));
-    let since_tomorrow = tomorrow.plus(-idempotency_ttl());
+    let tomorrow = now.plus(idempotency_ttl("") + chrono::TimeDelta::seconds(1));
+    let since_tomorrow = tomorrow.plus(-idempotency_ttl(""));
     assert_eq!(
         store
             .idempotency(&record.scope, "key-1", since_tomorrow)
@@ -431,9 +431,36 @@ async fn idempotency_keys_are_stored_with_their_change(
         matches!(&stored, Some(StoredAnswer::Order { order_id, version: Version(2), .. }) if *order_id == b1.id),
         "{stored:?}"
     );
-    // Purging removes what is older than the cut, and only that.
-    assert_eq!(store.purge_idempotency(since_tomorrow).await.unwrap(), 1);
-    assert_eq!(store.purge_idempotency(since_tomorrow).await.unwrap(), 0);
+    // Purging removes what has expired, and only that: a partner's event
+    // id outlives a day.
+    let webhook = IdempotencyRecord {
+        scope: format!("{WEBHOOK_SCOPE_PREFIX}uber"),
+        key: "evt-1".into(),
+        fingerprint: "f".into(),
+        answer: StoredAnswer::Response {
+            status: 200,
+            body: b"{}".to_vec(),
+        },
+        created_at: record.created_at,
+    };
+    assert!(store.save_idempotency(&webhook).await.unwrap());
+    let tomorrow = since_tomorrow.plus(idempotency_ttl(""));
+    assert_eq!(store.purge_idempotency(tomorrow).await.unwrap(), 1);
+    assert_eq!(store.purge_idempotency(tomorrow).await.unwrap(), 0);
+    let kept = store
+        .idempotency(&webhook.scope, "evt-1", webhook.created_at)
+        .await
+        .unwrap();
+    assert_eq!(
+        kept,
+        Some(webhook.clone()),
+        "a partner's event outlives a day"
+    );
+    // A week on, it goes too (with the key reused the day after).
+    let next_week = record
+        .created_at
+        .plus(chrono::TimeDelta::days(WEBHOOK_EVENT_TTL_DAYS + 1));
+    assert_eq!(store.purge_idempotency(next_week).await.unwrap(), 2);
     f
 }
 
@@ -698,7 +725,7 @@ async fn whole_answers_are_stored_alone_or_with_a_request_record(
     f: Fixture,
 ) -> Fixture {
     let now = t("2025-01-12T20:31:00Z");
-    let since = now.plus(-idempotency_ttl());
+    let since = now.plus(-idempotency_ttl(""));
     // Bytes as they were, even ones that are not UTF-8.
     let first = answered("a", 202, b"{\"success\": true}\xff", now);
     assert!(store.save_idempotency(&first).await.unwrap());
@@ -743,8 +770,8 @@ async fn whole_answers_are_stored_alone_or_with_a_request_record(
     );
 
     // Expired answers are forgotten, replaced and purged like the others.
-    let tomorrow = now.plus(idempotency_ttl() + chrono::TimeDelta::seconds(1));
-    let since_tomorrow = tomorrow.plus(-idempotency_ttl());
+    let tomorrow = now.plus(idempotency_ttl("") + chrono::TimeDelta::seconds(1));
+    let since_tomorrow = tomorrow.plus(-idempotency_ttl(""));
     assert_eq!(
         store
             .idempotency(&scope, "a", since_tomorrow)
@@ -775,7 +802,13 @@ async fn whole_answers_are_stored_alone_or_with_a_request_record(
             Some(with_key)
         );
     }
-    assert_eq!(store.purge_idempotency(since_tomorrow).await.unwrap(), 1);
+    assert_eq!(
+        store
+            .purge_idempotency(since_tomorrow.plus(idempotency_ttl("")))
+            .await
+            .unwrap(),
+        1
+    );
     f
 }
 

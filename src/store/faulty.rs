@@ -78,8 +78,8 @@ impl OrderStore for FaultyStore {
     async fn save_idempotency(&self, record: &IdempotencyRecord) -> Result<bool, StoreError> {
         self.inner.save_idempotency(record).await
     }
-    async fn purge_idempotency(&self, before: Timestamp) -> Result<u64, StoreError> {
-        self.inner.purge_idempotency(before).await
+    async fn purge_idempotency(&self, now: Timestamp) -> Result<u64, StoreError> {
+        self.inner.purge_idempotency(now).await
     }
     async fn claim_run(
         &self,

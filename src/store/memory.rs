@@ -187,10 +187,12 @@ impl OrderStore for MemoryStore {
         Ok(self.state().save_key(record))
     }
 
-    async fn purge_idempotency(&self, before: Timestamp) -> Result<u64, StoreError> {
+    async fn purge_idempotency(&self, now: Timestamp) -> Result<u64, StoreError> {
         let mut state = self.state();
         let len = state.keys.len();
-        state.keys.retain(|_, record| record.created_at >= before);
+        state
+            .keys
+            .retain(|_, record| record.created_at >= super::idempotency_cutoff(now, &record.scope));
         Ok((len - state.keys.len()) as u64)
     }
 

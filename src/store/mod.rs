@@ -197,21 +197,41 @@ pub struct Commit {
     pub idempotency: Option<IdempotencyRecord>,
 }
 
-/// How long an idempotency key is remembered (the IETF draft and Stripe: 24 h).
-pub fn idempotency_ttl() -> chrono::TimeDelta {
-    chrono::TimeDelta::hours(24)
+/// Scopes of delivery partners' webhook events, whose ids are kept for
+/// [`WEBHOOK_EVENT_TTL_DAYS`]: partners retry for longer than a day.
+pub const WEBHOOK_SCOPE_PREFIX: &str = "webhook ";
+/// Days a partner's event id is remembered.
+pub const WEBHOOK_EVENT_TTL_DAYS: i64 = 7;
+
+/// How long a key of `scope` is remembered: 24 h (the IETF draft and
+/// Stripe), a week for partners' webhook events.
+pub fn idempotency_ttl(scope: &str) -> chrono::TimeDelta {
+    if scope.starts_with(WEBHOOK_SCOPE_PREFIX) {
+        chrono::TimeDelta::days(WEBHOOK_EVENT_TTL_DAYS)
+    } else {
+        chrono::TimeDelta::hours(24)
+    }
 }
 
-/// Keys stored before this, seen at `now`, have expired.
-pub fn idempotency_cutoff(now: Timestamp) -> Timestamp {
-    now.plus(-idempotency_ttl())
+/// Keys of `scope` stored before this, seen at `now`, have expired.
+pub fn idempotency_cutoff(now: Timestamp, scope: &str) -> Timestamp {
+    now.plus(-idempotency_ttl(scope))
+}
+
+/// The SQL condition "this `idempotency_keys` row has expired" for the
+/// stores' purges, given the two cutoffs as parameters `short` (24 h) and
+/// `long` (webhook events).
+fn expired_sql(short: &str, long: &str) -> String {
+    format!(
+        "created_at < CASE WHEN scope LIKE '{WEBHOOK_SCOPE_PREFIX}%' THEN {long} ELSE {short} END"
+    )
 }
 
 impl IdempotencyRecord {
     /// A record of the same key stored before this instant has expired, and
     /// this one may replace it.
     pub fn expires_before(&self) -> Timestamp {
-        idempotency_cutoff(self.created_at)
+        idempotency_cutoff(self.created_at, &self.scope)
     }
 }
 
@@ -337,8 +357,9 @@ pub trait OrderStore: Send + Sync + 'static {
     /// stored; returns whether it was stored. An expired one is replaced.
     async fn save_idempotency(&self, record: &IdempotencyRecord) -> Result<bool, StoreError>;
 
-    /// Deletes idempotency records stored before `before`; returns how many.
-    async fn purge_idempotency(&self, before: Timestamp) -> Result<u64, StoreError>;
+    /// Deletes the idempotency records that have expired at `now` (each by
+    /// its scope's [`idempotency_ttl`]); returns how many.
+    async fn purge_idempotency(&self, now: Timestamp) -> Result<u64, StoreError>;
 
     /// Records `run` as running, owned by `run.owner` until
     /// `run.lease_until`, unless another owner holds a lease on the same kind

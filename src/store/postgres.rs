@@ -432,14 +432,20 @@ impl OrderStore for PostgresStore {
         save_key(&self.pool, record).await
     }
 
-    async fn purge_idempotency(&self, before: Timestamp) -> Result<u64, StoreError> {
-        Ok(
-            sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
-                .bind(at(before))
-                .execute(&self.pool)
-                .await?
-                .rows_affected(),
-        )
+    async fn purge_idempotency(&self, now: Timestamp) -> Result<u64, StoreError> {
+        let sql = format!(
+            "DELETE FROM idempotency_keys WHERE {}",
+            super::expired_sql("$1", "$2")
+        );
+        Ok(sqlx::query(&sql)
+            .bind(at(super::idempotency_cutoff(now, "")))
+            .bind(at(super::idempotency_cutoff(
+                now,
+                super::WEBHOOK_SCOPE_PREFIX,
+            )))
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
     }
 
     async fn claim_run(

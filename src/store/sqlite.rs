@@ -381,14 +381,17 @@ impl OrderStore for SqliteStore {
         save_key(&self.pool, record).await
     }
 
-    async fn purge_idempotency(&self, before: Timestamp) -> Result<u64, StoreError> {
-        Ok(
-            sqlx::query("DELETE FROM idempotency_keys WHERE created_at < ?")
-                .bind(before.to_string())
-                .execute(&self.pool)
-                .await?
-                .rows_affected(),
-        )
+    async fn purge_idempotency(&self, now: Timestamp) -> Result<u64, StoreError> {
+        let sql = format!(
+            "DELETE FROM idempotency_keys WHERE {}",
+            super::expired_sql("?1", "?2")
+        );
+        Ok(sqlx::query(&sql)
+            .bind(super::idempotency_cutoff(now, "").to_string())
+            .bind(super::idempotency_cutoff(now, super::WEBHOOK_SCOPE_PREFIX).to_string())
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
     }
 
     async fn claim_run(

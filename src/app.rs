@@ -12,6 +12,7 @@ use crate::api::{self, App, AppState};
 use crate::config::{Config, ConfigError};
 use crate::location::LocationService;
 use crate::orders::{Clock, Instance, OrderService, ServiceError};
+use crate::partners::{Credentials, Webhooks};
 use crate::requests::{InProcessLink, Processor, Requestor};
 use crate::serve;
 use crate::sim::Simulator;
@@ -142,6 +143,10 @@ impl Parts {
             started_at: service.now(),
             retry_after: config.retry_after,
             stats_top_orders: config.stats_top_orders,
+            webhooks: Arc::new(Webhooks::new(Credentials {
+                uber_secret: config.uber_webhook_secret.clone(),
+                doordash_auth: config.doordash_webhook_auth.clone(),
+            })),
         });
         Ok(Parts {
             app,

@@ -145,6 +145,24 @@ pub struct Config {
     #[arg(long, env = "ORDER_TRACKER_LOCATION_WRITE_INTERVAL", default_value = "5", value_parser = parse_seconds)]
     pub location_write_interval: Duration,
 
+    /// Uber's webhook signing key: `POST /tracking/webhooks/uber` checks
+    /// `X-Uber-Signature` with it. Without it that webhook answers 503.
+    #[arg(
+        long,
+        env = "ORDER_TRACKER_UBER_WEBHOOK_SECRET",
+        hide_env_values = true
+    )]
+    pub uber_webhook_secret: Option<String>,
+
+    /// The whole `Authorization` header DoorDash is configured to send
+    /// (`Bearer …` or `Basic …`). Without it that webhook answers 503.
+    #[arg(
+        long,
+        env = "ORDER_TRACKER_DOORDASH_WEBHOOK_AUTH",
+        hide_env_values = true
+    )]
+    pub doordash_webhook_auth: Option<String>,
+
     /// Pending-connection queue length of the listening socket.
     #[arg(long, env = "ORDER_TRACKER_LISTEN_BACKLOG", default_value_t = DEFAULT_LISTEN_BACKLOG)]
     pub listen_backlog: u32,

@@ -50,6 +50,7 @@ pub mod config;
 pub mod domain;
 pub mod location;
 pub mod orders;
+pub mod partners;
 pub mod requests;
 pub mod serve;
 pub mod sim;

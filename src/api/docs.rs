@@ -5,7 +5,9 @@ use axum::Router;
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
-use super::{fulfillment, location, orders, processor, requests, simulate, system, track};
+use super::{
+    fulfillment, location, orders, processor, requests, simulate, system, track, webhooks,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -60,6 +62,8 @@ as restaurant, or `expired`. Requestor and processor records (requests, notes, s
         fulfillment::assign,
         fulfillment::pickup,
         fulfillment::delivered,
+        webhooks::uber,
+        webhooks::doordash,
     ),
     components(schemas(crate::domain::Order, crate::domain::OrderStatus, super::error::ErrorBody)),
     tags(
@@ -72,6 +76,7 @@ as restaurant, or `expired`. Requestor and processor records (requests, notes, s
         (name = "system", description = "Health and live figures"),
         (name = "fulfillment", description = "Seed 003's order tracking document, status, history, substitutions answers and issues"),
         (name = "store", description = "Store operations: acknowledge, pick, propose substitutions, ready, reject"),
+        (name = "webhooks", description = "Delivery partners' events: Uber (signed) and DoorDash (Authorization)"),
         (name = "delivery", description = "Delivery operations: assign a driver, pick up, deliver"),
     )
 )]

@@ -15,6 +15,7 @@ use crate::domain::workflow::BadSpeed;
 use crate::domain::ChangeError;
 use crate::location::LocationError;
 use crate::orders::ServiceError;
+use crate::partners::WebhookError;
 use crate::requests::transport::ProcessorError;
 use crate::requests::RequestError;
 use crate::sim::SimError;
@@ -46,6 +47,12 @@ pub enum ApiError {
     Service(#[from] ServiceError),
     #[error(transparent)]
     Location(#[from] LocationError),
+    /// A partner's webhook turned away (credentials, configuration, body).
+    #[error(transparent)]
+    Webhook(WebhookError),
+    /// A partner named an order we do not have.
+    #[error("order {0} not found")]
+    NoSuchOrder(String),
     #[error(transparent)]
     Simulation(#[from] SimError),
     #[error(transparent)]
@@ -100,7 +107,12 @@ impl ApiError {
                 ..
             } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Busy { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::NoRoute { .. } => StatusCode::NOT_FOUND,
+            ApiError::NoRoute { .. } | ApiError::NoSuchOrder(_) => StatusCode::NOT_FOUND,
+            ApiError::Webhook(WebhookError::NotConfigured(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Webhook(WebhookError::Unauthenticated { .. }) => StatusCode::UNAUTHORIZED,
+            ApiError::Webhook(WebhookError::Malformed(_) | WebhookError::Invalid(_)) => {
+                StatusCode::BAD_REQUEST
+            }
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Panicked => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -135,6 +147,11 @@ impl ApiError {
             } => "server_busy",
             ApiError::Busy { .. } => "too_many_pollers",
             ApiError::NoRoute { .. } => "not_found",
+            ApiError::NoSuchOrder(_) => "order_not_found",
+            ApiError::Webhook(WebhookError::NotConfigured(_)) => "webhook_not_configured",
+            ApiError::Webhook(WebhookError::Unauthenticated { .. }) => "invalid_signature",
+            ApiError::Webhook(WebhookError::Malformed(_)) => "invalid_event",
+            ApiError::Webhook(WebhookError::Invalid(_)) => "validation_failed",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::Panicked => "internal_error",
             ApiError::NotReady(_) => "not_ready",

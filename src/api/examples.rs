@@ -174,6 +174,13 @@ pub fn stats_response() -> Value {
                     disconnected: 3,
                 },
             },
+            webhooks: crate::partners::WebhookStats {
+                uber_configured: true,
+                doordash_configured: false,
+                accepted: 42,
+                duplicates: 3,
+                unauthenticated: 1,
+            },
             orders_total: 3,
             orders_by_status: OrderStatus::ALL
                 .into_iter()

@@ -35,6 +35,7 @@ mod requests;
 mod simulate;
 mod system;
 mod track;
+mod webhooks;
 
 use error::ApiError;
 
@@ -60,6 +61,8 @@ pub struct AppState {
     pub retry_after: u64,
     /// Busiest orders listed in stats.
     pub stats_top_orders: usize,
+    /// Delivery partners' webhooks: credentials and counters.
+    pub webhooks: std::sync::Arc<crate::partners::Webhooks>,
 }
 
 /// The whole HTTP surface: the routes inside the layers every request passes
@@ -91,6 +94,7 @@ fn router(state: AppState) -> Router {
         .merge(orders::router())
         .merge(track::router())
         .merge(fulfillment::router())
+        .merge(webhooks::router())
         .merge(location::router())
         .merge(simulate::router())
         .merge(requests::router())

@@ -102,6 +102,9 @@ pub struct SystemStats {
     pub long_polls: HubStats,
     /// Live driver locations: orders held and how their polls ended.
     pub live_locations: LocationStats,
+    /// Delivery partners' webhooks: configured, accepted, duplicates,
+    /// refused for bad credentials.
+    pub webhooks: crate::partners::WebhookStats,
     /// Orders known, in total.
     pub orders_total: u64,
     /// Orders in each status (every status listed, zeros included).
@@ -153,6 +156,7 @@ pub async fn stats(State(state): State<AppState>) -> Result<Json<StatsResponse>>
             uptime_seconds: state.started.elapsed().as_secs(),
             long_polls: state.service.hub().stats(state.stats_top_orders),
             live_locations: state.locations.hub().stats(),
+            webhooks: state.webhooks.stats(),
             orders_total: orders_by_status.values().sum(),
             orders_by_status,
             next_poll_intervals: state.service.policy().intervals().clone(),

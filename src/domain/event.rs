@@ -68,6 +68,11 @@ pub enum EventKind {
     Delivered,
     IssueReported,
     IssueResolved,
+    /// A delivery partner's event, applied.
+    PartnerEvent,
+    /// A delivery partner's event the order is past (it arrived late or
+    /// out of order): recorded, and the state did not regress.
+    PartnerEventIgnored,
 }
 
 impl EventKind {
@@ -98,7 +103,25 @@ impl EventKind {
                 Fulfill::Deliver => EventKind::Delivered,
                 Fulfill::ReportIssue(_) => EventKind::IssueReported,
                 Fulfill::ResolveIssue { .. } => EventKind::IssueResolved,
+                Fulfill::Partner(_) => EventKind::PartnerEvent,
             },
+        }
+    }
+
+    /// The kind of event `change` produces on `before`: as [`EventKind::of`],
+    /// except that a partner's event the order is past is marked ignored.
+    pub fn of_change(change: &OrderChange, before: &Order) -> EventKind {
+        match change {
+            OrderChange::Fulfill {
+                command: Fulfill::Partner(update),
+                ..
+            } if before
+                .tracking_status()
+                .is_some_and(|current| update.ignored_at(current)) =>
+            {
+                EventKind::PartnerEventIgnored
+            }
+            _ => EventKind::of(change),
         }
     }
 

@@ -311,6 +311,74 @@ pub struct Assignment {
     pub estimated_delivery_time: Option<Timestamp>,
 }
 
+/// A delivery partner whose webhooks we take.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::EnumString,
+    strum::IntoStaticStr,
+    strum::Display,
+)]
+#[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
+pub enum Partner {
+    Uber,
+    Doordash,
+}
+
+/// What one partner event reports about an order: where the delivery is
+/// (if it says), and the driver, estimate and tracking link it knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartnerUpdate {
+    pub partner: Partner,
+    /// The partner's own name for the event (`pickup_complete`,
+    /// `DASHER_PICKED_UP`), for the history.
+    pub event: String,
+    /// The fine status the event reports; `None` for events that only add
+    /// information (a delivery created, a dasher arriving at the store).
+    pub target: Option<TrackingStatus>,
+    pub driver: Option<DriverDetails>,
+    pub estimated_delivery_time: Option<Timestamp>,
+    pub delivery_tracking_id: Option<String>,
+    pub delivery_tracking_url: Option<String>,
+}
+
+impl PartnerUpdate {
+    /// Where the order goes from `current` on this report, with the
+    /// statuses it passes: forward by the partner's steps, or nowhere when
+    /// the report is stale (the order is past it), out of turn, or only
+    /// adds information. A driver reported before the order is ready is
+    /// recorded and takes it when the store marks it ready.
+    pub fn path(&self, current: TrackingStatus) -> Vec<TrackingStatus> {
+        match self.target {
+            Some(target) if target != current => {
+                super::lifecycle::partner_path(current, target).unwrap_or_default()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Whether the report is ignored at `current`: it names a status the
+    /// order cannot reach from there (it is past it), so the state does not
+    /// regress. An early driver assignment is not ignored: it is recorded.
+    pub fn ignored_at(&self, current: TrackingStatus) -> bool {
+        let early_dispatch = self.target == Some(TrackingStatus::DriverAssigned)
+            && matches!(
+                current.coarse(),
+                super::OrderStatus::Confirmed | super::OrderStatus::Preparing
+            );
+        self.target.is_some_and(|target| target != current)
+            && self.path(current).is_empty()
+            && !early_dispatch
+    }
+}
+
 /// What a new order of seed 003 carries beyond seed 004's fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewFulfillment {
@@ -348,6 +416,8 @@ pub enum Fulfill {
         id: String,
         resolution: String,
     },
+    /// A delivery partner's event (a verified webhook).
+    Partner(Box<PartnerUpdate>),
 }
 
 /// What `POST /tracking/orders/{order_id}/init` carries (seed 003).

@@ -416,7 +416,32 @@ pub fn coarse_path(current: TrackingStatus, target: OrderStatus) -> Option<Vec<T
     let goal = TrackingStatus::canonical(target)?;
     let within =
         |status: TrackingStatus| status.coarse() == current.coarse() || status.coarse() == target;
-    // Breadth-first over at most thirteen statuses.
+    path(current, goal, |rule, to| {
+        rule.step.may_be_implied() && rule.actors.contains(&Operator) && within(to)
+    })
+}
+
+/// The fine statuses a delivery partner's report of `target` moves the
+/// order through from `current`: the shortest path of steps a partner may
+/// take (assignment, pickup, transit, delivery, failure). `None` when there
+/// is none: the report is stale (the order is past it) or out of turn.
+pub fn partner_path(
+    current: TrackingStatus,
+    target: TrackingStatus,
+) -> Option<Vec<TrackingStatus>> {
+    path(current, target, |rule, to| {
+        rule.actors.contains(&Partner) && (to != Failed || target == Failed)
+    })
+}
+
+/// The shortest path from `current` to `goal` (excluded, included) over the
+/// rules `usable` allows for the status they lead to; breadth-first over
+/// at most thirteen statuses.
+fn path(
+    current: TrackingStatus,
+    goal: TrackingStatus,
+    usable: impl Fn(&Rule, TrackingStatus) -> bool,
+) -> Option<Vec<TrackingStatus>> {
     let mut came_from: Vec<(TrackingStatus, TrackingStatus)> = Vec::new();
     let mut frontier = vec![current];
     let mut seen = vec![current];
@@ -425,12 +450,7 @@ pub fn coarse_path(current: TrackingStatus, target: OrderStatus) -> Option<Vec<T
         for &from in &frontier {
             for rule in RULES {
                 let Some(to) = rule.to else { continue };
-                if !rule.step.may_be_implied()
-                    || !rule.from.contains(&from)
-                    || !rule.actors.contains(&Operator)
-                    || !within(to)
-                    || seen.contains(&to)
-                {
+                if !rule.from.contains(&from) || seen.contains(&to) || !usable(rule, to) {
                     continue;
                 }
                 seen.push(to);
@@ -676,6 +696,18 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_partner_moves_forward_only_by_its_own_steps() {
+        assert_eq!(
+            partner_path(ReadyForPickup, InTransit),
+            Some(vec![DriverAssigned, DriverPickupComplete, InTransit])
+        );
+        assert_eq!(partner_path(InTransit, DriverAssigned), None, "stale");
+        assert_eq!(partner_path(PickingInProgress, DriverPickupComplete), None);
+        assert_eq!(partner_path(DriverAssigned, Failed), Some(vec![Failed]));
+        assert_eq!(partner_path(Delivered, Failed), None, "final");
     }
 
     #[test]

@@ -540,6 +540,11 @@ impl Order {
         }
     }
 
+    /// The delivery partner's id for the order's delivery, if it has one.
+    pub fn delivery_id(&self) -> Option<&str> {
+        self.fulfillment.as_ref()?.delivery_tracking_id.as_deref()
+    }
+
     /// The store the order belongs to, if it has one.
     pub fn store_id(&self) -> Option<&StoreId> {
         self.fulfillment.as_ref()?.store_id.as_ref()
@@ -763,6 +768,20 @@ impl Order {
                 }
                 current
             }
+            Fulfill::Partner(update) => {
+                // The path is made of the steps partners may take. A stale
+                // or out-of-turn report moves nothing; it is still recorded
+                // (the history marks it ignored).
+                let path = update.path(current);
+                let target = path.last().copied().unwrap_or(current);
+                let mut next = self.moved_to(target.coarse(), now);
+                let at = next.updated_at;
+                for &status in &path {
+                    next.enter(status, at);
+                }
+                next.record(command, current, at);
+                return Ok(Some(next));
+            }
             Fulfill::ResolveIssue { id, .. } => {
                 let issue = self
                     .fulfillment
@@ -869,6 +888,24 @@ impl Order {
                     resolved_at: None,
                     resolution: None,
                 });
+            }
+            Fulfill::Partner(update) => {
+                let fulfillment = self.fulfillment_mut();
+                if let Some(driver) = &update.driver {
+                    fulfillment.driver_details = Some(driver.clone());
+                }
+                if let Some(id) = &update.delivery_tracking_id {
+                    fulfillment.delivery_tracking_id = Some(id.clone());
+                }
+                if let Some(url) = &update.delivery_tracking_url {
+                    fulfillment.delivery_tracking_url = Some(url.clone());
+                }
+                if let Some(eta) = update.estimated_delivery_time {
+                    if !self.status.is_terminal() {
+                        self.fulfillment_mut().eta_given = true;
+                        self.estimated_delivery = Some(eta);
+                    }
+                }
             }
             Fulfill::ResolveIssue { id, resolution } => {
                 let fulfillment = self.fulfillment_mut();

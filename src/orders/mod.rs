@@ -550,6 +550,11 @@ impl OrderService {
         })
     }
 
+    /// The order whose delivery partner's id is `delivery_id`, if any.
+    pub async fn order_by_delivery_id(&self, delivery_id: &str) -> Result<Option<OrderId>> {
+        Ok(self.inner.store.order_by_delivery_id(delivery_id).await?)
+    }
+
     /// How many orders are in each status.
     pub async fn count_by_status(&self) -> Result<BTreeMap<OrderStatus, u64>> {
         Ok(self.inner.store.count_by_status().await?)

@@ -211,7 +211,10 @@ impl Writer {
                     }
                 };
                 match verdict? {
-                    Some(next) => (next, Some(current.version()), EventKind::of(change)),
+                    Some(next) => {
+                        let kind = EventKind::of_change(change, current.order());
+                        (next, Some(current.version()), kind)
+                    }
                     None => return Ok(Decision::Unchanged(current)),
                 }
             }

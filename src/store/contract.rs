@@ -135,6 +135,7 @@ contract!(
     request_records_are_replaced_and_keep_their_place,
     whole_answers_are_stored_alone_or_with_a_request_record,
     a_stores_feed_numbers_its_orders_changes_in_commit_order,
+    an_order_is_found_by_its_partners_delivery_id,
     driver_locations_keep_the_newest_fix_and_survive_reopening,
     driver_locations_are_announced_to_listeners,
 );
@@ -1001,5 +1002,48 @@ async fn driver_locations_are_announced_to_listeners(
     assert_eq!(notices.hints[0].version, Version(2));
     // Nothing was written: a location is saved only by `save_locations`.
     assert_eq!(store.location(&order.id).await.unwrap(), None);
+    f
+}
+
+async fn an_order_is_found_by_its_partners_delivery_id(
+    store: Arc<dyn OrderStore>,
+    f: Fixture,
+) -> Fixture {
+    use crate::domain::fulfillment::{Partner, PartnerUpdate};
+    use crate::domain::{Actor, Fulfill};
+    let order = store_order("p1", "s1");
+    store.commit(&[create(&order)]).await.unwrap();
+    assert_eq!(store.order_by_delivery_id("del-1").await.unwrap(), None);
+    let change = OrderChange::Fulfill {
+        command: Fulfill::Partner(Box::new(PartnerUpdate {
+            partner: Partner::Uber,
+            event: "pending".into(),
+            target: None,
+            driver: None,
+            estimated_delivery_time: None,
+            delivery_tracking_id: Some("del-1".into()),
+            delivery_tracking_url: None,
+        })),
+        actor: Actor::Partner,
+        at_store: None,
+    };
+    let next = order.apply(&change, order.updated_at).unwrap().unwrap();
+    let commit = Commit {
+        snapshot: Arc::new(OrderSnapshot::new(next.clone())),
+        expected: Some(order.version),
+        event: Event::for_order(
+            &next,
+            EventKind::PartnerEvent,
+            Attribution::by("uber"),
+            None,
+        ),
+        idempotency: None,
+    };
+    store.commit(&[commit]).await.unwrap();
+    assert_eq!(
+        store.order_by_delivery_id("del-1").await.unwrap(),
+        Some(order.id.clone())
+    );
+    assert_eq!(store.order_by_delivery_id("del-2").await.unwrap(), None);
     f
 }

@@ -59,6 +59,9 @@ impl OrderStore for FaultyStore {
     async fn count_by_status(&self) -> Result<BTreeMap<OrderStatus, u64>, StoreError> {
         self.inner.count_by_status().await
     }
+    async fn order_by_delivery_id(&self, delivery_id: &str) -> Result<Option<OrderId>, StoreError> {
+        self.inner.order_by_delivery_id(delivery_id).await
+    }
     async fn store_feed(
         &self,
         store: &crate::domain::StoreId,

@@ -161,6 +161,16 @@ impl OrderStore for MemoryStore {
             .unwrap_or_default())
     }
 
+    async fn order_by_delivery_id(&self, delivery_id: &str) -> Result<Option<OrderId>, StoreError> {
+        Ok(self
+            .state()
+            .orders
+            .values()
+            .filter(|order| order.delivery_id() == Some(delivery_id))
+            .max_by_key(|order| order.updated_at)
+            .map(|order| order.id.clone()))
+    }
+
     async fn count_by_status(&self) -> Result<BTreeMap<OrderStatus, u64>, StoreError> {
         let mut counts = BTreeMap::new();
         for order in self.state().orders.values() {

@@ -478,6 +478,10 @@ pub trait OrderStore: Send + Sync + 'static {
         Ok(())
     }
 
+    /// The order whose delivery partner's id (`delivery_tracking_id`) is
+    /// `delivery_id`, if any (the latest changed, should two share it).
+    async fn order_by_delivery_id(&self, delivery_id: &str) -> Result<Option<OrderId>, StoreError>;
+
     /// Checks that the backend answers, for readiness.
     async fn ping(&self) -> Result<(), StoreError>;
 

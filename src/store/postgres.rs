@@ -139,8 +139,9 @@ async fn commit_one(
     let written = match commit.expected {
         None => sqlx::query(
             "INSERT INTO orders
-                 (id, customer_id, status, version, created_at, updated_at, data, store_id, store_seq)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                 (id, customer_id, status, version, created_at, updated_at, data, store_id, store_seq,
+                  delivery_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
              ON CONFLICT (id) DO NOTHING",
         )
         .bind(order.id.as_str())
@@ -152,12 +153,13 @@ async fn commit_one(
         .bind(data)
         .bind(order.store_id().map(StoreId::as_str))
         .bind(store_seq.map(seq_to_db))
+        .bind(order.delivery_id())
         .execute(&mut **tx)
         .await?
         .rows_affected(),
         Some(expected) => sqlx::query(
             "UPDATE orders SET status = $1, version = $2, updated_at = $3, data = $4,
-                 store_id = $7, store_seq = $8
+                 store_id = $7, store_seq = $8, delivery_id = $9
              WHERE id = $5 AND version = $6",
         )
         .bind(order.status.as_str())
@@ -168,6 +170,7 @@ async fn commit_one(
         .bind(version_to_db(expected))
         .bind(order.store_id().map(StoreId::as_str))
         .bind(store_seq.map(seq_to_db))
+        .bind(order.delivery_id())
         .execute(&mut **tx)
         .await?
         .rows_affected(),
@@ -385,6 +388,16 @@ impl OrderStore for PostgresStore {
                 .map(|(seq, Json(order))| (seq, order))
                 .collect(),
         )
+    }
+
+    async fn order_by_delivery_id(&self, delivery_id: &str) -> Result<Option<OrderId>, StoreError> {
+        let id: Option<String> = sqlx::query_scalar(
+            "SELECT id FROM orders WHERE delivery_id = $1 ORDER BY updated_at DESC LIMIT 1",
+        )
+        .bind(delivery_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        id.map(|id| parse_stored("order id", &id)).transpose()
     }
 
     async fn count_by_status(&self) -> Result<BTreeMap<OrderStatus, u64>, StoreError> {

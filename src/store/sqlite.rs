@@ -106,8 +106,9 @@ async fn commit_one(
     let written = match commit.expected {
         None => sqlx::query(
             "INSERT INTO orders
-                 (id, customer_id, status, version, created_at, updated_at, data, store_id, store_seq)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                 (id, customer_id, status, version, created_at, updated_at, data, store_id, store_seq,
+                  delivery_id)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
              ON CONFLICT (id) DO NOTHING",
         )
         .bind(order.id.as_str())
@@ -119,12 +120,13 @@ async fn commit_one(
         .bind(commit.snapshot.json().get())
         .bind(order.store_id().map(StoreId::as_str))
         .bind(store_seq.map(seq_to_db))
+        .bind(order.delivery_id())
         .execute(&mut **tx)
         .await?
         .rows_affected(),
         Some(expected) => sqlx::query(
             "UPDATE orders SET status = ?, version = ?, updated_at = ?, data = ?,
-                 store_id = ?, store_seq = ?
+                 store_id = ?, store_seq = ?, delivery_id = ?
              WHERE id = ? AND version = ?",
         )
         .bind(order.status.as_str())
@@ -133,6 +135,7 @@ async fn commit_one(
         .bind(commit.snapshot.json().get())
         .bind(order.store_id().map(StoreId::as_str))
         .bind(store_seq.map(seq_to_db))
+        .bind(order.delivery_id())
         .bind(order.id.as_str())
         .bind(version_to_db(expected))
         .execute(&mut **tx)
@@ -334,6 +337,16 @@ impl OrderStore for SqliteStore {
             .map(|(seq, data)| Ok((seq, order_from_json(&data)?)))
             .collect::<Result<Vec<_>, StoreError>>()?;
         feed_page(head, rows)
+    }
+
+    async fn order_by_delivery_id(&self, delivery_id: &str) -> Result<Option<OrderId>, StoreError> {
+        let id: Option<String> = sqlx::query_scalar(
+            "SELECT id FROM orders WHERE delivery_id = ? ORDER BY updated_at DESC LIMIT 1",
+        )
+        .bind(delivery_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        id.map(|id| parse_stored("order id", &id)).transpose()
     }
 
     async fn count_by_status(&self) -> Result<BTreeMap<OrderStatus, u64>, StoreError> {

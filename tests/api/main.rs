@@ -20,3 +20,4 @@ mod simulate;
 mod stats;
 mod status;
 mod track;
+mod webhooks;

@@ -425,8 +425,9 @@ async fn a_simulation_running_at_shutdown_resumes_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let url = sqlite_url(&dir);
     let app = spawn_app_at(&url, |_| {}).await;
-    // 102 is preparing: its next step is 15 minutes away at real time.
-    let (status, _) = simulate(&app, "102", "?speed=600").await;
+    // 102 is picking: with a substitution, its next step (proposing it) is
+    // 6 minutes away at real time.
+    let (status, _) = simulate(&app, "102", "?speed=240&substitutions=true").await;
     assert_eq!(status, StatusCode::ACCEPTED);
     let (status, _) = simulate(&app, "103", "?speed=600").await;
     assert_eq!(status, StatusCode::ACCEPTED);
@@ -436,10 +437,15 @@ async fn a_simulation_running_at_shutdown_resumes_after_a_restart() {
 
     let app = spawn_app_at(&url, |_| {}).await;
     assert_eq!(app.stats().await["simulations_running"], json!(1));
-    // 15 minutes at 600 times is 1.5 s: the resumed run moves 102 on.
+    // 6 minutes at 240 times is 1.5 s: the resumed run moves 102 on from
+    // its fine status, still with the substitution it was started with.
     let (status, body) = app.track("102", "?version=1&timeout=30").await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(body["data"]["status"], json!("ready"), "{body}");
+    assert_eq!(
+        body["data"]["tracking_status"],
+        json!("substitutions_needed"),
+        "{body}"
+    );
     let (_, history) = app.history("102", "").await;
     assert_eq!(history["data"][1]["updated_by"], json!("simulator"));
     // The cancelled one stayed cancelled.

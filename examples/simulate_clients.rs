@@ -12,7 +12,12 @@
 //! sockets (real sockets do not follow a paused clock). Each strategy gets a
 //! fresh application and one order, which the workflow simulator moves along
 //! the seed's timeline: confirmed (3 min) → preparing (15 min) → ready (5 min)
-//! → picked_up (10 min) → delivered. The phone starts tracking shortly after
+//! → picked_up (10 min) → delivered, in eight fine steps (seed 003's
+//! statuses, two per coarse one: store_notified at 1 min, store_acknowledged
+//! at 3, picking_in_progress at 5, ready_for_pickup at 18, driver_assigned at
+//! 20, driver_pickup_complete at 23, in_transit at 24, delivered at 33), each
+//! a new version the phone hears of. The driver's fixes go to the
+//! live-location channel and wake no status poll. The phone starts tracking shortly after
 //! the order is created and stops when told to (`next_poll_interval: 0`).
 //! Status changes fall on whole minutes, so a phone polling every 5 or 30 s
 //! would see each change at the same phase of its period; to average over
@@ -32,7 +37,7 @@
 //!   for [`RADIO_TAIL`]. Polling more often than the tail never lets it sleep:
 //!   one wake-up, but the longest time on, which is what drains a battery.
 //! - **staleness**: for each status change, the time from the change until the
-//!   phone receives an answer that includes it; mean and max over the four
+//!   phone receives an answer that includes it; mean and max over the eight
 //!   changes. Network latency is not modelled; it adds about one round trip to
 //!   every strategy alike.
 //! - **data**: the HTTP/1.1 bytes on the wire, both ways: the request as
@@ -514,8 +519,8 @@ mod tests {
             let name = summary.strategy.name();
             for run in &summary.runs {
                 // Followed the order to the end and saw every change.
-                assert_eq!(run.changes.len(), 4, "{name}");
-                assert_eq!(run.exchanges.last().map(|e| e.version), Some(5), "{name}");
+                assert_eq!(run.changes.len(), 8, "{name}");
+                assert_eq!(run.exchanges.last().map(|e| e.version), Some(9), "{name}");
                 assert!(run.radio_wake_ups() <= 2 * run.requests(), "{name}");
                 assert!(run.radio_on() >= RADIO_TAIL * run.radio_wake_ups() as u32);
             }

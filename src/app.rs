@@ -101,7 +101,12 @@ impl Parts {
         if !config.no_sample_orders {
             service.seed_samples().await?;
         }
-        let simulator = Simulator::new(service.clone(), tracker.clone(), shutdown.clone());
+        let simulator = Simulator::new(
+            service.clone(),
+            locations.clone(),
+            tracker.clone(),
+            shutdown.clone(),
+        );
         match simulator.resume().await {
             Ok(0) => {}
             Ok(resumed) => tracing::info!(resumed, "workflow simulations resumed"),

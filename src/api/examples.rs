@@ -8,7 +8,7 @@ use super::track::TrackResponse;
 use crate::domain::poll::battery_tip;
 use crate::domain::{
     NewOrder, NewOrderInput, Order, OrderChange, OrderSnapshot, OrderStatus, PollPolicy, TimeScale,
-    Timestamp,
+    Timestamp, TrackingStatus,
 };
 use crate::location::LocationStats;
 use crate::orders::FeedStats;
@@ -106,7 +106,8 @@ pub fn track_response() -> Value {
 pub fn simulation_started() -> Value {
     let plan = crate::sim::plan(
         "101".parse().expect("valid id"),
-        OrderStatus::Confirmed,
+        TrackingStatus::Submitted,
+        false,
         TimeScale::parse("60").expect("valid speed"),
         at("2025-01-12T20:30:00Z"),
     );
@@ -320,10 +321,10 @@ mod tests {
         let order: Order = serde_json::from_value(order_response()["data"].clone()).unwrap();
         assert_eq!(order.status, OrderStatus::Preparing);
         assert_eq!(track_response()["next_poll_interval"], json!(60));
-        assert_eq!(
-            simulation_started()["data"]["steps"][3]["status"],
-            json!("delivered")
-        );
+        let steps = simulation_started()["data"]["steps"].clone();
+        assert_eq!(steps[7]["status"], json!("delivered"));
+        assert_eq!(steps[7]["tracking_status"], json!("delivered"));
+        assert_eq!(steps[7]["after_seconds"], json!(33.0));
         assert_eq!(stats_response()["data"]["orders_total"], json!(3));
     }
 }

@@ -8,7 +8,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::error::{ErrorBody, Result};
+use super::error::{ApiError, ErrorBody, Result};
 use super::extract::{AppQuery, Idempotency, OrderPath};
 use super::idempotent;
 use super::AppState;
@@ -30,6 +30,12 @@ pub struct SimulateParams {
     /// 100000 (about 20 ms). Default 1 (the real 33-minute timeline).
     #[param(value_type = Option<f64>, example = 60, minimum = 0.01, maximum = 100000.0)]
     pub speed: Option<String>,
+    /// `true`: while picking, the store proposes one substitution and the
+    /// customer approves it (`substitutions_needed`, then
+    /// `substitutions_approved`), within the same 15 minutes of
+    /// preparation. Default `false`.
+    #[param(value_type = Option<bool>, example = true)]
+    pub substitutions: Option<String>,
 }
 
 /// A started simulation.
@@ -52,13 +58,22 @@ pub struct SimulationCancelled {
     pub order_id: OrderId,
 }
 
-/// Simulate the restaurant workflow.
+/// Simulate the fulfillment workflow.
 ///
-/// Drives the order from its current status along the seed's timeline:
-/// confirmed (3 min) → preparing (15 min) → ready (5 min) → picked_up
-/// (10 min) → delivered. Each step goes through the same path as a status
-/// PUT, so parked polls wake. `speed=N` runs it N times faster. One
-/// simulation per order at a time; steps someone else already took are skipped.
+/// Drives the order from its current fine status along seed 003's
+/// lifecycle, keeping the seed's coarse timeline: submitted (1 min) →
+/// store_notified (2) → store_acknowledged (2) → picking_in_progress (13)
+/// → ready_for_pickup (2) → driver_assigned (3) → driver_pickup_complete
+/// (1) → in_transit (9) → delivered; so confirmed lasts 3 minutes,
+/// preparing 15, ready 5 and picked_up 10. With `substitutions=true`,
+/// picking (6) is followed by substitutions_needed (4) and
+/// substitutions_approved (3). Each step is the command the store, the
+/// customer, dispatch or the driver would send (`updated_by: simulator`),
+/// so parked polls wake. A simulated driver is assigned, and while
+/// `in_transit` reports a fix every 15 s (scaled) along a 1.2 km straight
+/// route to the live-location channel, the last at the drop-off; fixes
+/// change no version. `speed=N` runs it all N times faster. One simulation
+/// per order at a time; steps someone else already took are skipped.
 ///
 /// With an `Idempotency-Key`, a retry within 24 hours replays the first
 /// answer (`Idempotent-Replayed: true`) instead of a 409; the same key with
@@ -72,7 +87,7 @@ pub struct SimulationCancelled {
     responses(
         (status = 202, description = "Started; the body is the timeline it will follow (or, for a repeated `Idempotency-Key`, the first answer replayed).", body = SimulationStarted,
             headers(("Idempotent-Replayed" = String, description = "`true` when this answer replays an earlier request with the same `Idempotency-Key`"))),
-        (status = 400, description = "`speed` is not a number from 0.01 to 100000, an unknown parameter was sent, or the `Idempotency-Key` is malformed. Nothing is started.", body = ErrorBody,
+        (status = 400, description = "`speed` is not a number from 0.01 to 100000, `substitutions` is not `true` or `false`, an unknown parameter was sent, or the `Idempotency-Key` is malformed. Nothing is started.", body = ErrorBody,
             example = json!({"success": false, "error": "invalid_parameter", "message": "speed must be a number from 0.01 to 100000 (times real time), got '1e-300'"})),
         (status = 404, description = "No such order.", body = ErrorBody,
             example = json!({"success": false, "error": "order_not_found", "message": "order 999 not found"})),
@@ -92,9 +107,18 @@ pub async fn start_simulation(
         None => TimeScale::REAL_TIME,
         Some(text) => TimeScale::parse(text)?,
     };
+    let substitutions = match params.substitutions.as_deref().map(str::trim) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(ApiError::InvalidParameter(format!(
+                "substitutions must be true or false, got '{other}'"
+            )))
+        }
+    };
     let simulator = state.simulator.clone();
     idempotent::once(&state.service, key, |_| async move {
-        let plan = simulator.start(&id, speed).await?;
+        let plan = simulator.start(&id, speed, substitutions).await?;
         let body = SimulationStarted {
             success: true,
             message: "Workflow simulation started",

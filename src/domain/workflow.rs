@@ -1,9 +1,15 @@
 //! The standard restaurant timeline from the seed, used to estimate delivery
 //! and to drive the simulator:
 //! confirmed (3 min) → preparing (15 min) → ready (5 min) → picked_up (10 min) → delivered.
+//!
+//! The simulator walks seed 003's fine statuses ([`FINE_TIMELINE`]): each
+//! coarse stage's minutes are split across the fine statuses projecting
+//! onto it, so the coarse status (and with it the delivery estimate)
+//! changes exactly when [`TIMELINE`] says.
 
 use std::time::Duration;
 
+use super::lifecycle::TrackingStatus;
 use super::status::OrderStatus;
 
 /// One stage of the timeline: an order stays in `status` for `lasts`.
@@ -39,6 +45,92 @@ pub const TIMELINE: [Stage; 4] = [
 
 /// The status that ends the timeline.
 pub const FINAL: OrderStatus = OrderStatus::Delivered;
+
+/// One stage of the fine walk: an order stays in the fine `status` for
+/// `lasts`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FineStage {
+    pub status: TrackingStatus,
+    pub lasts: Duration,
+}
+
+const fn fine(status: TrackingStatus, n: u64) -> FineStage {
+    FineStage {
+        status,
+        lasts: minutes(n),
+    }
+}
+
+/// Seed 003's happy path, before delivery, with [`TIMELINE`]'s minutes
+/// split across it: confirmed's 3 as submitted 1 + store_notified 2;
+/// preparing's 15 as store_acknowledged 2 + picking_in_progress 13; ready's
+/// 5 as ready_for_pickup 2 + driver_assigned 3; picked_up's 10 as
+/// driver_pickup_complete 1 + in_transit 9 (the trip). `delivered` follows
+/// the last one.
+pub const FINE_TIMELINE: [FineStage; 8] = {
+    use TrackingStatus::*;
+    [
+        fine(Submitted, 1),
+        fine(StoreNotified, 2),
+        fine(StoreAcknowledged, 2),
+        fine(PickingInProgress, 13),
+        fine(ReadyForPickup, 2),
+        fine(DriverAssigned, 3),
+        fine(DriverPickupComplete, 1),
+        fine(InTransit, 9),
+    ]
+};
+
+/// [`FINE_TIMELINE`] with one substitution proposed and approved: picking's
+/// 13 minutes become picking 6, waiting for the customer 4 and approved 3.
+pub const FINE_TIMELINE_WITH_SUBSTITUTION: [FineStage; 10] = {
+    use TrackingStatus::*;
+    [
+        fine(Submitted, 1),
+        fine(StoreNotified, 2),
+        fine(StoreAcknowledged, 2),
+        fine(PickingInProgress, 6),
+        fine(SubstitutionsNeeded, 4),
+        fine(SubstitutionsApproved, 3),
+        fine(ReadyForPickup, 2),
+        fine(DriverAssigned, 3),
+        fine(DriverPickupComplete, 1),
+        fine(InTransit, 9),
+    ]
+};
+
+/// The fine stages still ahead of an order in `status`, starting with the
+/// one it is in: on the walk with a substitution when `substitution` is
+/// asked for or the order is already waiting on (or past) one. Empty for
+/// terminal statuses.
+pub fn fine_stages_from(status: TrackingStatus, substitution: bool) -> &'static [FineStage] {
+    let substituting = substitution
+        || matches!(
+            status,
+            TrackingStatus::SubstitutionsNeeded | TrackingStatus::SubstitutionsApproved
+        );
+    let walk: &'static [FineStage] = if substituting {
+        &FINE_TIMELINE_WITH_SUBSTITUTION
+    } else {
+        &FINE_TIMELINE
+    };
+    match walk.iter().position(|stage| stage.status == status) {
+        Some(at) => &walk[at..],
+        None => &[],
+    }
+}
+
+/// Where `status` comes on the happy path (with a substitution), for
+/// telling whether an order is ahead of a step; `None` for `cancelled` and
+/// `failed`, which are off it.
+pub fn walk_position(status: TrackingStatus) -> Option<usize> {
+    if status == TrackingStatus::Delivered {
+        return Some(FINE_TIMELINE_WITH_SUBSTITUTION.len());
+    }
+    FINE_TIMELINE_WITH_SUBSTITUTION
+        .iter()
+        .position(|stage| stage.status == status)
+}
 
 /// How long an order that just entered `status` should take to arrive:
 /// zero once delivered; `None` once cancelled or expired, and while
@@ -143,6 +235,89 @@ mod tests {
         assert_eq!(stages_from(OrderStatus::Ready).len(), 2);
         assert!(stages_from(OrderStatus::Delivered).is_empty());
         assert!(stages_from(OrderStatus::Requested).is_empty());
+    }
+
+    /// When each status of a walk is entered, from the walk's start.
+    fn entered(walk: &[FineStage]) -> Vec<(TrackingStatus, Duration)> {
+        let mut at = Duration::ZERO;
+        let mut entered = Vec::new();
+        for stage in walk {
+            entered.push((stage.status, at));
+            at += stage.lasts;
+        }
+        entered.push((TrackingStatus::Delivered, at));
+        entered
+    }
+
+    #[test]
+    fn the_fine_walks_change_the_coarse_status_when_the_timeline_does() {
+        let coarse = entered(
+            &TIMELINE
+                .iter()
+                .map(|stage| FineStage {
+                    status: TrackingStatus::canonical(stage.status).unwrap(),
+                    lasts: stage.lasts,
+                })
+                .collect::<Vec<_>>(),
+        );
+        for walk in [&FINE_TIMELINE[..], &FINE_TIMELINE_WITH_SUBSTITUTION[..]] {
+            // The first fine status of each coarse one is entered when the
+            // coarse timeline enters it.
+            let mut changes: Vec<(OrderStatus, Duration)> = Vec::new();
+            for (status, at) in entered(walk) {
+                if changes
+                    .last()
+                    .is_none_or(|(last, _)| *last != status.coarse())
+                {
+                    changes.push((status.coarse(), at));
+                }
+            }
+            let expected: Vec<_> = coarse.iter().map(|(s, at)| (s.coarse(), *at)).collect();
+            assert_eq!(changes, expected);
+        }
+    }
+
+    #[test]
+    fn each_fine_stage_leads_by_one_step_of_the_lifecycle_to_the_next() {
+        use super::super::lifecycle::step_to;
+        for walk in [&FINE_TIMELINE[..], &FINE_TIMELINE_WITH_SUBSTITUTION[..]] {
+            let statuses: Vec<_> = entered(walk).into_iter().map(|(s, _)| s).collect();
+            for pair in statuses.windows(2) {
+                assert!(step_to(pair[0], pair[1]).is_some(), "{pair:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_walk_goes_on_from_wherever_the_order_is() {
+        use TrackingStatus::*;
+        assert_eq!(fine_stages_from(Submitted, false).len(), 8);
+        assert_eq!(fine_stages_from(Submitted, true).len(), 10);
+        assert_eq!(
+            fine_stages_from(PickingInProgress, false)[0].lasts,
+            minutes(13)
+        );
+        assert_eq!(
+            fine_stages_from(PickingInProgress, true)[0].lasts,
+            minutes(6)
+        );
+        // Waiting on a substitution someone else proposed: its branch.
+        assert_eq!(fine_stages_from(SubstitutionsNeeded, false).len(), 6);
+        assert_eq!(fine_stages_from(InTransit, false).len(), 1);
+        for terminal in [Delivered, Cancelled, Failed] {
+            assert!(fine_stages_from(terminal, true).is_empty());
+        }
+        // Every live status has a walk, and positions follow the walk.
+        for status in <TrackingStatus as strum::VariantArray>::VARIANTS {
+            assert_eq!(
+                fine_stages_from(*status, false).is_empty(),
+                status.is_terminal(),
+                "{status}"
+            );
+        }
+        assert!(walk_position(Submitted) < walk_position(StoreNotified));
+        assert!(walk_position(InTransit) < walk_position(Delivered));
+        assert_eq!(walk_position(Cancelled), None);
     }
 
     #[test]

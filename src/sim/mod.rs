@@ -1,6 +1,11 @@
-//! The workflow simulator: drives an order along the seed's timeline through
-//! the order service, exactly as a restaurant and a driver would, so parked
-//! polls wake on every step.
+//! The workflow simulator: drives an order along seed 003's fine lifecycle
+//! through the order service, sending the commands the store, the
+//! customer, dispatch and the driver would send over HTTP ([`walk`]), so
+//! parked polls wake on every step. The walk keeps seed 004's coarse
+//! timeline (and so the delivery estimate): see
+//! [`workflow::FINE_TIMELINE`]. While the order is `in_transit` a simulated
+//! driver reports fixes along a straight route ([`trip`]) to the
+//! live-location channel, which bumps no version.
 //!
 //! At most one simulation runs per order. Runs are tracked tasks that stop
 //! when cancelled, when the order leaves the timeline (cancelled or finished
@@ -8,23 +13,26 @@
 //!
 //! A running simulation is recorded in the store until it ends, so a server
 //! that stops (shutdown, crash, `kill -9`) resumes it when it starts again
-//! ([`Simulator::resume`]): from the order's status then, at the same speed.
+//! ([`Simulator::resume`]): from the order's fine status then, at the same
+//! speed, with the same choice of substitution.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
-use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use utoipa::ToSchema;
 
-use crate::domain::workflow::{self, Stage};
-use crate::domain::{
-    Attribution, ChangeError, OrderChange, OrderId, OrderStatus, TimeScale, Timestamp,
-};
-use crate::orders::{OrderService, RunStart, ServiceError};
+use crate::domain::workflow::{self, FineStage};
+use crate::domain::{Attribution, Fix, OrderId, OrderStatus, TimeScale, Timestamp, TrackingStatus};
+use crate::location::{LocationError, LocationService};
+use crate::orders::{Command, OrderService, RunStart, ServiceError};
+
+pub mod trip;
+pub mod walk;
+
+pub use walk::{plan, Plan, PlannedStep};
 
 /// The store's name for a simulation run.
 const RUN_KIND: &str = "simulation";
@@ -49,29 +57,6 @@ pub enum SimError {
     Service(#[from] ServiceError),
 }
 
-/// One planned step of a simulation.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct PlannedStep {
-    /// The status the order will move to.
-    pub status: OrderStatus,
-    /// Seconds after the start, at the requested speed.
-    pub after_seconds: f64,
-    /// When the step is due (wall clock).
-    pub at: Timestamp,
-}
-
-/// What a started simulation will do.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct Plan {
-    pub order_id: OrderId,
-    /// How many times faster than real time the timeline runs.
-    pub speed: f64,
-    /// The status the order was in when the simulation started.
-    pub from_status: OrderStatus,
-    pub started_at: Timestamp,
-    pub steps: Vec<PlannedStep>,
-}
-
 /// Cheap handle to the simulator; clones share one state.
 #[derive(Clone)]
 pub struct Simulator {
@@ -81,6 +66,8 @@ pub struct Simulator {
 struct Inner {
     /// The write path every step goes through.
     service: OrderService,
+    /// The live-location channel the simulated driver's fixes go to.
+    locations: LocationService,
     /// Running simulations by order, for the one-per-order rule and cancel.
     running: DashMap<OrderId, Run>,
     /// Tells runs apart, so a finished run never removes its successor.
@@ -104,12 +91,14 @@ struct Run {
 impl Simulator {
     pub fn new(
         service: OrderService,
+        locations: LocationService,
         tracker: TaskTracker,
         shutdown: CancellationToken,
     ) -> Simulator {
         Simulator {
             inner: Arc::new(Inner {
                 service,
+                locations,
                 running: DashMap::new(),
                 next_run: AtomicU64::new(0),
                 tracker,
@@ -123,30 +112,37 @@ impl Simulator {
         self.inner.running.len()
     }
 
-    /// Starts driving `id` from its current status to `delivered`.
-    pub async fn start(&self, id: &OrderId, speed: TimeScale) -> Result<Plan, SimError> {
+    /// Starts driving `id` from its current fine status to `delivered`,
+    /// with one substitution proposed and approved on the way if
+    /// `substitutions`.
+    pub async fn start(
+        &self,
+        id: &OrderId,
+        speed: TimeScale,
+        substitutions: bool,
+    ) -> Result<Plan, SimError> {
         let snapshot = self.inner.service.get(id).await?;
-        let from = snapshot.order().status;
-        let stages = workflow::stages_from(from);
-        if stages.is_empty() {
-            return Err(if from.is_terminal() {
-                SimError::Finished {
+        let order = snapshot.order();
+        let (from, stages) = match order.tracking_status() {
+            _ if order.status.is_terminal() => {
+                return Err(SimError::Finished {
                     id: id.clone(),
-                    status: from,
-                }
-            } else {
-                SimError::AwaitingSeller(id.clone())
-            });
-        }
+                    status: order.status,
+                })
+            }
+            None => return Err(SimError::AwaitingSeller(id.clone())),
+            Some(from) => (from, workflow::fine_stages_from(from, substitutions)),
+        };
         // Everything that can fail comes before the claim, so a refused or
         // failed start leaves no run behind.
         let started_at = self.inner.service.now();
-        let plan = plan(id.clone(), from, speed, started_at);
+        let plan = plan(id.clone(), from, substitutions, speed, started_at);
         let (claim, cancel) = self.claim(id)?;
-        let run =
-            self.inner
-                .service
-                .new_run(RUN_KIND, id, serde_json::json!({ "speed": speed.speed() }));
+        let run = self.inner.service.new_run(
+            RUN_KIND,
+            id,
+            serde_json::json!({ "speed": speed.speed(), "substitutions": plan.substitutions }),
+        );
         let first = match self.inner.service.claim_run(&run).await? {
             // Another instance runs it: refused as that instance would.
             RunStart::HeldBy(owner) => {
@@ -166,13 +162,23 @@ impl Simulator {
                 run.leased = true;
             }
         }
-        tracing::info!(order_id = %id, speed = speed.speed(), from = %from, "workflow simulation started");
+        tracing::info!(order_id = %id, speed = speed.speed(), from = %from, substitutions = plan.substitutions, "workflow simulation started");
         let inner = Arc::clone(&self.inner);
         let id = id.clone();
+        let driven = plan.clone();
         self.inner.tracker.spawn(async move {
             // Held for the run's whole life; its drop frees the slot.
             let _claim = claim;
-            drive(&inner.service, &id, stages, speed, &cancel, first).await;
+            let drive = Drive {
+                service: &inner.service,
+                locations: &inner.locations,
+                id: &id,
+                stages,
+                plan: &driven,
+                speed,
+                cancel: &cancel,
+            };
+            drive.run(first).await;
             // A run stopped by shutdown stays recorded, to be resumed.
             if !inner.shutdown.is_cancelled() {
                 if let Err(err) = inner.service.end_run(RUN_KIND, &id).await {
@@ -186,7 +192,8 @@ impl Simulator {
     /// Starts every recorded simulation this instance may take: at start,
     /// those that were running when it last stopped; with other instances,
     /// also those whose owner's lease expired (called by the heartbeat).
-    /// Each goes on from its order's current status at its recorded speed;
+    /// Each goes on from its order's current fine status at its recorded
+    /// speed, with its recorded choice of substitution;
     /// a run whose order is gone or finished is forgotten. Returns how many
     /// started.
     pub async fn resume(&self) -> Result<usize, SimError> {
@@ -201,8 +208,14 @@ impl Simulator {
                 .get("speed")
                 .and_then(serde_json::Value::as_f64)
                 .and_then(|speed| TimeScale::parse(&speed.to_string()).ok());
+            // Runs recorded before substitutions existed had none.
+            let substitutions = run
+                .params
+                .get("substitutions")
+                .and_then(serde_json::Value::as_bool)
+                .unwrap_or(false);
             let started = match speed {
-                Some(speed) => self.start(id, speed).await,
+                Some(speed) => self.start(id, speed, substitutions).await,
                 None => Err(SimError::NotRunning(id.clone())),
             };
             match started {
@@ -328,89 +341,153 @@ fn taken_over(owner: &str) -> Attribution {
     }
 }
 
-/// The status that follows `stage` on the timeline.
-fn following(stages: &[Stage], index: usize) -> OrderStatus {
-    stages
-        .get(index + 1)
-        .map_or(workflow::FINAL, |stage| stage.status)
-}
-
-/// The plan for driving `order_id` from `from` at `speed`, starting at `started_at`.
-pub fn plan(order_id: OrderId, from: OrderStatus, speed: TimeScale, started_at: Timestamp) -> Plan {
-    let stages = workflow::stages_from(from);
-    let mut elapsed = std::time::Duration::ZERO;
-    let steps = stages
-        .iter()
-        .enumerate()
-        .map(|(index, stage)| {
-            elapsed += speed.scale(stage.lasts);
-            PlannedStep {
-                status: following(stages, index),
-                after_seconds: elapsed.as_secs_f64(),
-                at: started_at
-                    .plus(chrono::TimeDelta::from_std(elapsed).unwrap_or(chrono::TimeDelta::MAX)),
-            }
-        })
-        .collect();
-    Plan {
-        order_id,
-        speed: speed.speed(),
-        from_status: from,
-        started_at,
-        steps,
-    }
-}
-
-/// Waits out each stage, then moves the order on.
-async fn drive(
-    service: &OrderService,
-    id: &OrderId,
-    stages: &[Stage],
+/// One run's walk: what it drives, and how fast.
+struct Drive<'a> {
+    /// The write path.
+    service: &'a OrderService,
+    /// Where the driver's fixes go.
+    locations: &'a LocationService,
+    /// The order driven.
+    id: &'a OrderId,
+    /// The fine stages ahead, from the one the order was in at the start.
+    stages: &'static [FineStage],
+    /// The plan announced, for the times the store gives.
+    plan: &'a Plan,
+    /// How fast.
     speed: TimeScale,
-    cancel: &CancellationToken,
-    first: Attribution,
-) {
-    let mut attribution = Some(first);
-    let start = tokio::time::Instant::now();
-    let mut due = start;
-    for (index, stage) in stages.iter().enumerate() {
-        // Deadlines from the start, so steps do not drift by the time each
-        // write takes.
-        due += speed.scale(stage.lasts);
-        tokio::select! {
-            () = cancel.cancelled() => return,
-            () = tokio::time::sleep_until(due) => {}
-        }
-        let next = following(stages, index);
-        match service
-            .apply(
-                id,
-                OrderChange::SetStatus(next),
-                attribution
+    /// Stops this run.
+    cancel: &'a CancellationToken,
+}
+
+/// Whether a stage's wait ended with time to act, or the run must stop.
+enum Waited {
+    Due,
+    Cancelled,
+}
+
+impl Drive<'_> {
+    /// Waits out each stage, then moves the order on by the commands of the
+    /// step ([`walk::changes`]), each its own change through the one write
+    /// path. A step is taken only if the order is where the walk expects
+    /// it: one someone else already took is skipped, and one the order
+    /// went back from (a store's rejection, a rejected substitution) is
+    /// not retaken; the simulator never answers for someone else. The run
+    /// stops when the order is final.
+    async fn run(&self, first: Attribution) {
+        let mut attribution = Some(first);
+        let ready_at = self
+            .plan
+            .steps
+            .iter()
+            .find(|step| step.tracking_status == TrackingStatus::ReadyForPickup)
+            .map(|step| step.at);
+        let mut due = tokio::time::Instant::now();
+        for (index, stage) in self.stages.iter().enumerate() {
+            // Deadlines from the start, so steps do not drift by the time each
+            // write takes.
+            let began = due;
+            due += self.speed.scale(stage.lasts);
+            let waited = if stage.status == TrackingStatus::InTransit {
+                self.travel(began, due).await
+            } else {
+                self.wait_until(due).await
+            };
+            if let Waited::Cancelled = waited {
+                return;
+            }
+            let next = walk::following(self.stages, index);
+            let snapshot = match self.service.get(self.id).await {
+                Ok(snapshot) => snapshot,
+                Err(err) => {
+                    tracing::warn!(order_id = %self.id, error = %err, "simulation cannot read the order; simulation stops");
+                    return;
+                }
+            };
+            let order = snapshot.order();
+            let Some(at) = order.tracking_status().filter(|at| !at.is_terminal()) else {
+                tracing::info!(order_id = %self.id, status = %order.status, "order became final elsewhere; simulation stops");
+                return;
+            };
+            if at != stage.status {
+                tracing::info!(order_id = %self.id, at = %at, expected = %stage.status, skipped = %next, "simulation skipped a step: the order is elsewhere");
+                continue;
+            }
+            for change in walk::changes(order, stage.status, next, ready_at) {
+                let attribution = attribution
                     .take()
-                    .unwrap_or_else(|| Attribution::by(SIMULATOR)),
-            )
-            .await
-        {
-            Ok(_) => {}
-            // Someone else moved the order past this step: skip it, unless the
-            // order is already final.
-            Err(ServiceError::Change(ChangeError::IllegalTransition { from, .. }))
-                if !from.is_terminal() =>
-            {
-                tracing::info!(order_id = %id, at = %from, skipped = %next, "simulation skipped a step taken elsewhere");
+                    .unwrap_or_else(|| Attribution::by(SIMULATOR));
+                match self
+                    .service
+                    .execute(Command::change(self.id.clone(), change, attribution))
+                    .await
+                {
+                    Ok(_) => {}
+                    // Someone else moved the order meanwhile: the next
+                    // stage's read sees where it is.
+                    Err(ServiceError::Change(err)) => {
+                        tracing::info!(order_id = %self.id, skipped = %next, reason = %err, "simulation skipped a step taken elsewhere");
+                        break;
+                    }
+                    Err(err) => {
+                        tracing::warn!(order_id = %self.id, error = %err, "simulation step failed; simulation stops");
+                        return;
+                    }
+                }
             }
-            Err(ServiceError::Change(ChangeError::IllegalTransition { from, .. })) => {
-                tracing::info!(order_id = %id, status = %from, "order became final elsewhere; simulation stops");
-                return;
-            }
-            Err(err) => {
-                tracing::warn!(order_id = %id, error = %err, "simulation step failed; simulation stops");
-                return;
-            }
+        }
+        tracing::info!(order_id = %self.id, "workflow simulation finished");
+    }
+
+    /// Sleeps until `due`, unless cancelled first.
+    async fn wait_until(&self, due: tokio::time::Instant) -> Waited {
+        tokio::select! {
+            () = self.cancel.cancelled() => Waited::Cancelled,
+            () = tokio::time::sleep_until(due) => Waited::Due,
         }
     }
-    tracing::info!(order_id = %id, "workflow simulation finished");
+
+    /// The `in_transit` stage, from `began` to `due`: the driver reports
+    /// each of the trip's fixes on time, the last one (the drop-off) at
+    /// `due`, just before the delivery. Fixes go to the live-location
+    /// channel, never through the order's write path. Fixes stop early
+    /// when the order takes none (it has no driver, or became final).
+    async fn travel(&self, began: tokio::time::Instant, due: tokio::time::Instant) -> Waited {
+        let trip = &self.plan.trip;
+        let every = due.saturating_duration_since(began) / trip.fixes.saturating_sub(1).max(1);
+        let mut last: Option<Timestamp> = None;
+        for k in 0..trip.fixes {
+            let at = if k + 1 == trip.fixes {
+                due
+            } else {
+                began + every * k
+            };
+            if let Waited::Cancelled = self.wait_until(at).await {
+                return Waited::Cancelled;
+            }
+            let now = self.service.now();
+            // Strictly newer than the last one, or the channel ignores it.
+            let taken = last.map_or(now, |last| last.advance_to(now));
+            last = Some(taken);
+            let point = trip.point(k);
+            let fix = Fix {
+                latitude: point.latitude,
+                longitude: point.longitude,
+                accuracy: Some(trip::FIX_ACCURACY),
+                at: taken,
+            };
+            match self.locations.report(self.id, fix).await {
+                Ok(_) => {}
+                Err(LocationError::NotLocatable(why)) => {
+                    tracing::info!(order_id = %self.id, reason = %why, "simulated driver stops reporting");
+                    return self.wait_until(due).await;
+                }
+                Err(err) => {
+                    tracing::warn!(order_id = %self.id, error = %err, "simulated driver's fix not taken");
+                }
+            }
+        }
+        Waited::Due
+    }
 }
 
 #[cfg(test)]
@@ -423,8 +500,18 @@ mod tests {
 
     fn simulator() -> Simulator {
         let shutdown = CancellationToken::new();
-        let service = OrderService::for_tests(Arc::new(MemoryStore::new()), &shutdown);
-        Simulator::new(service, TaskTracker::new(), shutdown)
+        let store: Arc<dyn crate::store::OrderStore> = Arc::new(MemoryStore::new());
+        let service = OrderService::for_tests(Arc::clone(&store), &shutdown);
+        let tracker = TaskTracker::new();
+        let locations = LocationService::start(
+            service.clone(),
+            store,
+            std::time::Duration::from_secs(5),
+            std::time::Duration::from_secs(600),
+            &tracker,
+            shutdown.clone(),
+        );
+        Simulator::new(service, locations, tracker, shutdown)
     }
 
     #[tokio::test]

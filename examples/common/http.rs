@@ -155,6 +155,10 @@ pub fn post(path: &str, host: SocketAddr, body: &str) -> Vec<u8> {
     with_json_body("POST", path, host, body)
 }
 
+pub fn put(path: &str, host: SocketAddr, body: &str) -> Vec<u8> {
+    with_json_body("PUT", path, host, body)
+}
+
 fn with_json_body(method: &str, path: &str, host: SocketAddr, body: &str) -> Vec<u8> {
     format!(
         "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",

@@ -4,7 +4,8 @@
 //!
 //! `examples/loadgen.rs` (long polls against ours and Nchan),
 //! `examples/writebench.rs` (status changes against each store) and
-//! `examples/cluster.rs` (wakes across instances on one PostgreSQL) include
+//! `examples/cluster.rs` (wakes across instances on one PostgreSQL) and
+//! `examples/locations.rs` (live driver locations under load) include
 //! it with `mod common;`. It is not an example itself: Cargo builds only
 //! `examples/*.rs` and `examples/*/main.rs`.
 

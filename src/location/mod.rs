@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::domain::location::{accepts_location, BadFix, NotLocatable};
-use crate::domain::{Fix, Location, OrderId, OrderSnapshot, PollTimeout, Seq};
+use crate::domain::{Fix, Location, OrderId, PollTimeout, Seq};
 use crate::orders::{OrderService, ServiceError};
 use crate::store::{OrderStore, StoreError};
 use crate::tracking::PollError;
@@ -153,7 +153,11 @@ impl LocationService {
     /// within the write interval.
     #[tracing::instrument(skip_all, fields(order_id = %id))]
     pub async fn report(&self, id: &OrderId, fix: Fix) -> Result<Reported> {
-        let order = self.inner.orders.get(id).await?;
+        // The cached copy: the change feed keeps it within milliseconds of
+        // the table, and a fix a moment after the order became final is
+        // harmless; reading the table on every fix is not (it was the
+        // limit at 4,000 fixes/s on PostgreSQL, BENCHMARKS.md).
+        let order = self.inner.orders.peek(id).await?;
         accepts_location(order.order())?;
         let channel = match self.inner.hub.channel(id) {
             Some(channel) => channel,
@@ -185,7 +189,8 @@ impl LocationService {
         after: Option<Seq>,
         timeout: PollTimeout,
     ) -> Result<LocationOutcome> {
-        let order = self.order(id).await?;
+        // Existence and finality are all a poll needs, and both hold once true.
+        let order = self.inner.orders.peek(id).await?;
         let may_park = !order.order().status.is_terminal();
         let after = after.unwrap_or_default();
         let poll = || {
@@ -207,15 +212,6 @@ impl LocationService {
             PollError::UnknownOrder => ServiceError::NotFound(id.clone()).into(),
             other => LocationError::Poll(other),
         })
-    }
-
-    /// The order as the order hub holds it, else as stored: existence and
-    /// finality are all a poll needs, and both hold once true.
-    async fn order(&self, id: &OrderId) -> Result<Arc<OrderSnapshot>> {
-        match self.inner.orders.hub().latest(id) {
-            Some(snapshot) => Ok(snapshot),
-            None => Ok(self.inner.orders.get(id).await?),
-        }
     }
 }
 

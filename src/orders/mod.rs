@@ -451,6 +451,17 @@ impl OrderService {
         self.load(id).await
     }
 
+    /// The order as this instance holds it (kept current by the change
+    /// feed when the store is shared), else read from the store: for
+    /// checks that tolerate the feed's few milliseconds of delay, on paths
+    /// too hot to read the table every time (a driver's fixes).
+    pub async fn peek(&self, id: &OrderId) -> Result<Arc<OrderSnapshot>> {
+        match self.inner.hub.latest(id) {
+            Some(snapshot) => Ok(snapshot),
+            None => self.load(id).await,
+        }
+    }
+
     /// Reads the order from the store into the hub; returns the hub's latest.
     async fn load(&self, id: &OrderId) -> Result<Arc<OrderSnapshot>> {
         load_into_hub(self.inner.store.as_ref(), &self.inner.hub, id)

@@ -39,6 +39,8 @@ struct State {
     stores: HashMap<StoreId, (u64, BTreeMap<u64, OrderId>)>,
     /// Each store order's latest change number.
     store_seqs: HashMap<OrderId, u64>,
+    /// Orders by their delivery partner's id (the last to take it).
+    delivery_ids: HashMap<String, OrderId>,
     /// The latest saved driver location of each order.
     locations: HashMap<OrderId, Location>,
 }
@@ -93,6 +95,18 @@ impl State {
                 feed.remove(&old);
             }
             feed.insert(*head, order.id.clone());
+        }
+        let before = self.orders.get(&order.id).and_then(Order::delivery_id);
+        if before != order.delivery_id() {
+            if let Some(old) = before.map(str::to_owned) {
+                if self.delivery_ids.get(&old) == Some(&order.id) {
+                    self.delivery_ids.remove(&old);
+                }
+            }
+            if let Some(delivery) = order.delivery_id() {
+                self.delivery_ids
+                    .insert(delivery.to_owned(), order.id.clone());
+            }
         }
         self.orders.insert(order.id.clone(), order.clone());
         self.events
@@ -162,13 +176,7 @@ impl OrderStore for MemoryStore {
     }
 
     async fn order_by_delivery_id(&self, delivery_id: &str) -> Result<Option<OrderId>, StoreError> {
-        Ok(self
-            .state()
-            .orders
-            .values()
-            .filter(|order| order.delivery_id() == Some(delivery_id))
-            .max_by_key(|order| order.updated_at)
-            .map(|order| order.id.clone()))
+        Ok(self.state().delivery_ids.get(delivery_id).cloned())
     }
 
     async fn count_by_status(&self) -> Result<BTreeMap<OrderStatus, u64>, StoreError> {

@@ -20,6 +20,7 @@ pub mod lifecycle;
 pub mod location;
 pub mod order;
 pub mod poll;
+pub mod sla;
 pub mod snapshot;
 pub mod status;
 pub mod time;

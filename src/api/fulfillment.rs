@@ -708,9 +708,7 @@ pub async fn resolve_issue(
     let mut problems = Vec::new();
     let resolution =
         crate::domain::fulfillment::required_text("resolution", &resolution, &mut problems);
-    if !problems.is_empty() {
-        return Err(invalid(ValidationError { problems }));
-    }
+    let resolution = ValidationError::unless(problems, resolution).map_err(invalid)?;
     let attribution = attribution(updated_by, None, None, || "operator".into())?;
     run(
         &state,
@@ -940,9 +938,7 @@ pub async fn reject(
         let mut problems = Vec::new();
         let reason =
             crate::domain::fulfillment::required_text("reason", &body.reason, &mut problems);
-        if !problems.is_empty() {
-            return Err(invalid(ValidationError { problems }));
-        }
+        let reason = ValidationError::unless(problems, reason).map_err(invalid)?;
         Ok(StoreCall {
             order_id: body.order_id,
             command: Fulfill::RejectByStore,

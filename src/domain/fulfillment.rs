@@ -519,11 +519,7 @@ impl NewSubstitution {
                 .map_err(|why| problems.push(why))
                 .unwrap_or_default(),
         };
-        if problems.is_empty() {
-            Ok(new)
-        } else {
-            Err(super::ValidationError { problems })
-        }
+        super::ValidationError::unless(problems, new)
     }
 }
 
@@ -540,11 +536,7 @@ impl NewIssue {
             description: required_text("description", description, &mut problems),
             severity,
         };
-        if problems.is_empty() {
-            Ok(new)
-        } else {
-            Err(super::ValidationError { problems })
-        }
+        super::ValidationError::unless(problems, new)
     }
 }
 
@@ -571,11 +563,7 @@ impl Assignment {
             ),
             estimated_delivery_time,
         };
-        if problems.is_empty() {
-            Ok(assignment)
-        } else {
-            Err(super::ValidationError { problems })
-        }
+        super::ValidationError::unless(problems, assignment)
     }
 }
 

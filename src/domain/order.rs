@@ -1021,6 +1021,18 @@ pub struct ValidationError {
     pub problems: Vec<String>,
 }
 
+impl ValidationError {
+    /// `value` if nothing was wrong with the input it came from, else every
+    /// problem found.
+    pub fn unless<T>(problems: Vec<String>, value: T) -> Result<T, ValidationError> {
+        if problems.is_empty() {
+            Ok(value)
+        } else {
+            Err(ValidationError { problems })
+        }
+    }
+}
+
 pub(crate) fn text(field: &str, value: &str, problems: &mut Vec<String>) -> String {
     let value = value.trim();
     if value.is_empty() {

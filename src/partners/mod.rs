@@ -188,11 +188,7 @@ fn time(field: &str, value: Option<&str>) -> Result<Option<Timestamp>, WebhookEr
 fn checked_driver(input: DriverDetails) -> Result<DriverDetails, WebhookError> {
     let mut problems = Vec::new();
     let driver = driver(input, &mut problems);
-    if problems.is_empty() {
-        Ok(driver)
-    } else {
-        Err(ValidationError { problems }.into())
-    }
+    Ok(ValidationError::unless(problems, driver)?)
 }
 
 /// A driver id from a partner's words: only the characters ids allow.

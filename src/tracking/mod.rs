@@ -170,6 +170,13 @@ impl Hub {
     pub fn publish(&self, snapshot: Arc<OrderSnapshot>) -> bool {
         let id = &snapshot.order().id;
         let now = self.shared.millis();
+        // A store order's change (or its first load) is news to its
+        // store's feed; the snapshot is kept for that only for store orders.
+        let store_order = snapshot
+            .order()
+            .store_id()
+            .is_some()
+            .then(|| Arc::clone(&snapshot));
         let mut created = false;
         let channel = match self.shared.channels.get(id) {
             Some(channel) => Arc::clone(&channel),
@@ -182,12 +189,6 @@ impl Hub {
                 Arc::clone(&channel)
             }
         };
-        // A new order (or one read back) is news to its store's feed.
-        if let Some(store) = snapshot.order().store_id() {
-            if created {
-                self.ring(store);
-            }
-        }
         channel.touched.fetch_max(now, Ordering::Relaxed);
         let taken = channel.tx.send_if_modified(|current| {
             if snapshot.version() > current.version() {
@@ -202,7 +203,9 @@ impl Hub {
                 .counters
                 .published
                 .fetch_add(1, Ordering::Relaxed);
-            if let Some(store) = channel.tx.borrow().order().store_id() {
+        }
+        if taken || created {
+            if let Some(store) = store_order.as_ref().and_then(|s| s.order().store_id()) {
                 self.ring(store);
             }
         }

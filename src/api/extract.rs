@@ -249,3 +249,19 @@ fn if_match(headers: &HeaderMap) -> Result<Option<Version>, ApiError> {
             ))
         })
 }
+
+/// A whole, non-negative number in query parameter `name`; absent or empty
+/// is `None`.
+pub fn whole_param(name: &str, given: Option<&str>) -> Result<Option<u64>, ApiError> {
+    given
+        .map(str::trim)
+        .filter(|text| !text.is_empty())
+        .map(|text| {
+            text.parse::<u64>().map_err(|_| {
+                ApiError::InvalidParameter(format!(
+                    "{name} must be a whole non-negative number, got '{text}'"
+                ))
+            })
+        })
+        .transpose()
+}

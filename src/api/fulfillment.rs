@@ -21,7 +21,7 @@ use utoipa::ToSchema;
 use super::body;
 use super::error::{ApiError, ErrorBody, Result};
 use super::extract::{
-    AppQuery, IfNoneMatch, OptionalBody, OrderPath, WriteRequest, IDEMPOTENT_REPLAYED,
+    whole_param, AppQuery, IfNoneMatch, OptionalBody, OrderPath, WriteRequest, IDEMPOTENT_REPLAYED,
 };
 use super::location::LocationData;
 use super::orders::{HistoryParams, HistoryResponse};
@@ -1207,21 +1207,6 @@ pub struct FeedResponse {
     pub orders: Vec<Box<serde_json::value::RawValue>>,
 }
 
-/// A whole number in a query parameter.
-fn whole(name: &str, given: Option<&str>) -> Result<Option<u64>> {
-    given
-        .map(str::trim)
-        .filter(|text| !text.is_empty())
-        .map(|text| {
-            text.parse::<u64>().map_err(|_| {
-                ApiError::InvalidParameter(format!(
-                    "{name} must be a whole non-negative number, got '{text}'"
-                ))
-            })
-        })
-        .transpose()
-}
-
 /// Follow a store's orders (for the store's tablet).
 ///
 /// Long-polls for the store's orders that changed after `after`: new
@@ -1251,8 +1236,8 @@ pub async fn store_orders(
     AppQuery(params): AppQuery<FeedParams>,
 ) -> Result<Response> {
     let store = store_path(store_id)?;
-    let after = whole("after", params.after.as_deref())?;
-    let limit = match whole("limit", params.limit.as_deref())? {
+    let after = whole_param("after", params.after.as_deref())?;
+    let limit = match whole_param("limit", params.limit.as_deref())? {
         None => crate::orders::DEFAULT_FEED_PAGE,
         Some(limit @ 1..) if limit <= crate::orders::MAX_FEED_PAGE as u64 => limit as usize,
         Some(other) => {

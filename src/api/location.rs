@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ErrorBody, Result};
-use super::extract::{AppJson, AppQuery, OrderPath};
+use super::extract::{whole_param, AppJson, AppQuery, OrderPath};
 use super::AppState;
 use crate::domain::location::BadFix;
 use crate::domain::{Fix, Location, OrderId, Seq, Timestamp};
@@ -205,7 +205,7 @@ pub async fn report(
     responses(
         (status = 200, description = "The latest fix, with whether it is new to the client.", body = LiveLocationResponse),
         (status = 400, description = "A parameter could not be read.", body = ErrorBody,
-            example = json!({"success": false, "error": "invalid_parameter", "message": "after must be a whole number (a seq from an earlier answer), got 'x'"})),
+            example = json!({"success": false, "error": "invalid_parameter", "message": "after must be a whole non-negative number, got 'x'"})),
         (status = 404, description = "No such order.", body = ErrorBody,
             example = json!({"success": false, "error": "order_not_found", "message": "order 999 not found"})),
         (status = 429, description = "This order's location already has the most parked polls allowed.", body = ErrorBody,
@@ -225,14 +225,7 @@ pub async fn live_location(
         .service
         .poll_timeout(params.timeout.as_deref())
         .map_err(|err| ApiError::InvalidParameter(err.to_string()))?;
-    let after = match params.after.as_deref().map(str::trim) {
-        None | Some("") => None,
-        Some(text) => Some(Seq(text.parse().map_err(|_| {
-            ApiError::InvalidParameter(format!(
-                "after must be a whole number (a seq from an earlier answer), got '{text}'"
-            ))
-        })?)),
-    };
+    let after = whole_param("after", params.after.as_deref())?.map(Seq);
     let outcome = state
         .locations
         .poll(&id, after, timeout)
